@@ -1,0 +1,118 @@
+"""MOKD: two students, two EMA teachers, eight loss terms."""
+
+import os
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from mokd_fast.checkpoint import export_official, load_official
+from mokd_fast.config import MOKDConfig
+from mokd_fast.ema import TeacherEMA
+from mokd_fast.losses import MOKDCriterion
+from mokd_fast.models.branches import ModelPair, StudentOutputs, TeacherOutputs
+from pipelines.batch import MultiCropBatch
+
+
+class MOKD(nn.Module):
+    """Multi-Mode Online Knowledge Distillation between a CNN and a ViT.
+
+    ``students`` holds both students in one module (DDP wraps it once; one backward pass serves
+    both, since no gradient crosses between the models). ``teachers`` mirrors it, starts as a copy of
+    the students, never receives gradients and follows them by EMA. Like the official code the
+    teachers run in train mode, so the CNN teacher normalises with batch statistics.
+
+    Args:
+        cfg: Method settings; see ``MOKDConfig``.
+    """
+
+    def __init__(self, cfg: MOKDConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.students = ModelPair(cfg, student=True)
+        patch = self.students.vit.patch_size
+        for flag in ("global_size", "local_size"):
+            size = getattr(cfg, flag)
+            if size % patch:
+                raise ValueError(
+                    f"{flag}={size} is not divisible by the ViT patch size {patch} ({cfg.arch_vit}); "
+                    f"use a multiple of {patch}, e.g. {max(patch, size // patch * patch)}"
+                )
+        self.teachers = ModelPair(cfg, student=False)
+        self.teachers.load_state_dict(self.students.state_dict())
+        self.teachers.requires_grad_(False)
+        self.criterion = MOKDCriterion(cfg)
+        self.ema = TeacherEMA(self.students, self.teachers, fused=cfg.fused_ema)
+
+    def _groups(self, crops: Sequence[torch.Tensor] | MultiCropBatch) -> MultiCropBatch:
+        batch = crops if isinstance(crops, MultiCropBatch) else MultiCropBatch.from_views(list(crops))
+        cfg = self.cfg
+        expected = {
+            "global_crops": (2 * batch.batch_size, 3, cfg.global_size, cfg.global_size),
+            "local_crops": (cfg.local_crops_number * batch.batch_size, 3, cfg.local_size, cfg.local_size),
+        }
+        for name, shape in expected.items():
+            got = tuple(getattr(batch, name).shape)
+            if got != shape:
+                raise ValueError(
+                    f"{name} has shape {got}, expected {shape} from global_size={cfg.global_size}, "
+                    f"local_size={cfg.local_size}, local_crops_number={cfg.local_crops_number}"
+                )
+        return batch
+
+    def forward_all(
+        self, crops: Sequence[torch.Tensor] | MultiCropBatch
+    ) -> tuple[StudentOutputs, TeacherOutputs]:
+        """Student and teacher scores for one step, without losses."""
+        batch = self._groups(crops)
+        students = self.students(batch.global_crops, batch.local_crops)
+        with torch.no_grad():
+            teachers = self.teachers.forward_teacher(batch.global_crops, students)
+        return students, teachers
+
+    def loss_terms(self, crops: Sequence[torch.Tensor] | MultiCropBatch, epoch: int) -> dict[str, torch.Tensor]:
+        """The eight named terms of one step; advances the centers as the official step does.
+
+        Args:
+            crops: 2 global then L local ``[B, 3, H, W]`` tensors, or a ``MultiCropBatch``.
+            epoch: Current epoch (selects the teacher temperatures).
+
+        Returns:
+            ``cnn_self, cnn_thead, cnn_cross, cnn_search, vit_self, vit_thead, vit_cross, vit_search``.
+        """
+        students, teachers = self.forward_all(crops)
+        return self.criterion(students, teachers, epoch)
+
+    def total_losses(self, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``L_cnn = self + thead + lamda_c (cross + search)``; ``L_vit`` likewise with ``lamda_t``."""
+        lam_c, lam_t = self.cfg.lamda_c, self.cfg.lamda_t
+        cnn = terms["cnn_self"] + terms["cnn_thead"] + lam_c * (terms["cnn_cross"] + terms["cnn_search"])
+        vit = terms["vit_self"] + terms["vit_thead"] + lam_t * (terms["vit_cross"] + terms["vit_search"])
+        return cnn, vit
+
+    def backward(self, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backpropagates both totals and returns them.
+
+        The two graphs share no parameter (everything one model learns from the other is detached),
+        so one pass over ``L_cnn + L_vit`` gives the gradients of the official two passes;
+        ``single_backward=False`` runs the two passes.
+        """
+        cnn, vit = self.total_losses(terms)
+        if self.cfg.single_backward:
+            (cnn + vit).backward()
+        else:
+            cnn.backward()
+            vit.backward()
+        return cnn, vit
+
+    def update_teachers(self, momentum: float) -> None:
+        """EMA step of both teachers towards their students."""
+        self.ema.update(momentum)
+
+    def load_official_checkpoint(self, source: str | os.PathLike | dict) -> dict:
+        """Loads a checkpoint written by the official ``main_mokd.py``; see ``checkpoint.load_official``."""
+        return load_official(self, source)
+
+    def official_state_dict(self, **extra: object) -> dict:
+        """This model in the official checkpoint layout; see ``checkpoint.export_official``."""
+        return export_official(self, **extra)

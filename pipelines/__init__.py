@@ -1,0 +1,1 @@
+"""Multi-crop data pipelines; every backend yields ``pipelines.batch.MultiCropBatch``."""
