@@ -40,6 +40,11 @@ def _pairs(students: StudentOutputs, teachers: TeacherOutputs) -> dict[str, tupl
     }
 
 
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 -> fp32 so softmax, centering and sums never run in half precision; wider kept."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _all_reduce_sum(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(x)
@@ -79,8 +84,9 @@ class MOKDCriterion(nn.Module):
         per_term = [cnn, cnn, vit, vit, vit, vit]
         self.temp_schedules = {name: sched for name, sched in zip(CENTERED_TERMS, per_term)}
         self.search_temp_schedule = vit
-        # [epochs, 6] on the model's device, so the fused path indexes temperatures without a copy.
-        self.register_buffer("temps", torch.from_numpy(np.stack(per_term, axis=1)).float(), persistent=False)
+        # [epochs, 6] float64 on the model's device: the fused path indexes it without a host copy and
+        # rounds to the logits' dtype, as the plain path's Python floats are rounded.
+        self.register_buffer("temps", torch.from_numpy(np.stack(per_term, axis=1)), persistent=False)
         self.register_buffer("centers", torch.zeros(len(CENTERED_TERMS), cfg.out_dim))
 
     def forward(self, students: StudentOutputs, teachers: TeacherOutputs, epoch: int) -> dict[str, torch.Tensor]:
@@ -104,8 +110,8 @@ class MOKDCriterion(nn.Module):
 
     def _fused(self, students: StudentOutputs, teachers: TeacherOutputs, epoch: int) -> dict[str, torch.Tensor]:
         pairs = _pairs(students, teachers)
-        temps = self.temps[epoch]  # [6]
-        teacher_logits = torch.stack([pairs[name][1].float() for name in CENTERED_TERMS])  # [6, 2B, K]
+        teacher_logits = torch.stack([_wide(pairs[name][1]) for name in CENTERED_TERMS])  # [6, 2B, K]
+        temps = self.temps[epoch].to(teacher_logits.dtype)  # [6]
         probs = F.softmax((teacher_logits - self.centers[:, None]) / temps[:, None, None], dim=-1)
         n_views, batch, k = self.n_views, teacher_logits.shape[1] // 2, teacher_logits.shape[2]
         probs = probs.view(len(CENTERED_TERMS), 2, batch, k)
@@ -118,7 +124,7 @@ class MOKDCriterion(nn.Module):
             student = pairs[name][0]
             key = id(student)
             if key not in log_probs:
-                log_probs[key] = F.log_softmax(student.float() / self.student_temp, dim=-1).view(n_views, batch, k)
+                log_probs[key] = F.log_softmax(_wide(student) / self.student_temp, dim=-1).view(n_views, batch, k)
                 view_sums[key] = log_probs[key].sum(dim=0)
             # sum over teacher views t of <q_t, sum_{v != t} logp_v>, all samples at once
             cross = probs[i] * (view_sums[key].unsqueeze(0) - log_probs[key][:2])  # [2, B, K]
@@ -130,7 +136,7 @@ class MOKDCriterion(nn.Module):
             ("vit_search", students.vit_thead, teachers.cnn_search),
         ):
             local_log_probs = log_probs[id(student)][2:].reshape(-1, k)  # [L*B, K], view-major
-            target = F.softmax(teacher.float() / search_temp, dim=-1)
+            target = F.softmax(_wide(teacher) / search_temp, dim=-1)
             terms[name] = -(target * local_log_probs).sum(dim=-1).mean()
 
         self._update_centers_fused(teacher_logits)
@@ -146,8 +152,8 @@ class MOKDCriterion(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         for i, (name, (student, teacher)) in enumerate(_pairs(students, teachers).items()):
             temp = float(self.temp_schedules[name][epoch])
-            student_views = (student.float() / self.student_temp).chunk(self.n_views)
-            teacher_views = F.softmax((teacher.float() - self.centers[i]) / temp, dim=-1).chunk(2)
+            student_views = (_wide(student) / self.student_temp).chunk(self.n_views)
+            teacher_views = F.softmax((_wide(teacher) - self.centers[i]) / temp, dim=-1).chunk(2)
             total, n_terms = 0.0, 0
             for iq, q in enumerate(teacher_views):
                 for v, s in enumerate(student_views):
@@ -162,12 +168,12 @@ class MOKDCriterion(nn.Module):
             ("cnn_search", students.cnn_thead, teachers.vit_search),
             ("vit_search", students.vit_thead, teachers.cnn_search),
         ):
-            local = student[-n_local_rows:].float() / self.student_temp
-            target = F.softmax(teacher.float() / search_temp, dim=-1)
+            local = _wide(student[-n_local_rows:]) / self.student_temp
+            target = F.softmax(_wide(teacher) / search_temp, dim=-1)
             terms[name] = torch.sum(-target * F.log_softmax(local, dim=-1), dim=-1).mean()
         with torch.no_grad():
             for i, (_, teacher) in enumerate(_pairs(students, teachers).values()):
-                batch_sum, world = _all_reduce_sum(teacher.float().sum(dim=0))
+                batch_sum, world = _all_reduce_sum(_wide(teacher).sum(dim=0))
                 batch_center = batch_sum / (teacher.shape[0] * world)
                 self.centers[i] = self.centers[i] * self.center_momentum + batch_center * (1 - self.center_momentum)
         return terms

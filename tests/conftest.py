@@ -1,0 +1,41 @@
+"""Shared fixtures: small configurations that keep the suite fast on a 2-core CPU."""
+
+import pytest
+import torch
+
+from mokd_fast import MOKDConfig
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def small_config(**overrides: object) -> MOKDConfig:
+    """resnet18 + vit_tiny at 64/32 crops: the real architectures, small inputs."""
+    values: dict[str, object] = dict(
+        arch_cnn="resnet18",
+        arch_vit="vit_tiny",
+        out_dim=256,
+        local_crops_number=2,
+        global_size=64,
+        local_size=32,
+        epochs=10,
+        warmup_teacher_temp_epochs_cnn=5,
+        warmup_teacher_temp_epochs_vit=3,
+        warmup_teacher_temp=0.04,
+        teacher_temp=0.07,
+    )
+    values.update(overrides)
+    return MOKDConfig(**values)
+
+
+def random_crops(cfg: MOKDConfig, batch: int, seed: int = 0) -> list[torch.Tensor]:
+    """2 global then L local random crops ``[B, 3, S, S]``."""
+    gen = torch.Generator().manual_seed(seed)
+    sizes = [cfg.global_size] * 2 + [cfg.local_size] * cfg.local_crops_number
+    return [torch.randn(batch, 3, s, s, generator=gen) for s in sizes]
