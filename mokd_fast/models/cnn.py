@@ -79,7 +79,8 @@ def build_cnn(name: str) -> CNNBackbone:
         raise unknown_name_error("CNN (--arch_cnn)", name, list(CNN_ALIASES), timm.list_models())
     net = timm.create_model(name, pretrained=False, num_classes=0, global_pool="")
     reduction = net.feature_info[-1]["reduction"] if getattr(net, "feature_info", None) else 32
-    probe = torch.zeros(1, 3, 2 * reduction, 2 * reduction)
+    # One image at the model's native size tells a feature map from a token sequence.
+    probe = torch.zeros(1, *net.pretrained_cfg.get("input_size", (3, 224, 224)))
     was_training = net.training
     with torch.no_grad():
         out = _timm_map(net.eval(), probe)

@@ -56,14 +56,18 @@ def build_vit(name: str, patch_size: int, drop_path_rate: float) -> VisionTransf
         return vit
     if not timm.is_model(name):
         raise unknown_name_error("ViT (--arch_vit)", name, list(VIT_ALIASES), timm.list_models("*vit*"))
-    vit = timm.create_model(
-        name, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate, dynamic_img_size=True
+    not_a_vit = ValueError(
+        f"--arch_vit {name!r} is not a timm VisionTransformer with a class token and absolute "
+        "position embeddings (e.g. vit_small_patch16_224, deit_small_patch16_224)."
     )
-    if not isinstance(vit, VisionTransformer) or vit.cls_token is None or vit.pos_embed is None:
-        raise ValueError(
-            f"--arch_vit {name!r} is not a timm VisionTransformer with a class token and absolute "
-            "position embeddings (e.g. vit_small_patch16_224, deit_small_patch16_224)."
+    try:
+        vit = timm.create_model(
+            name, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate, dynamic_img_size=True
         )
+    except TypeError as err:  # models without the dynamic_img_size argument are not ViTs we can drive
+        raise not_a_vit from err
+    if not isinstance(vit, VisionTransformer) or vit.cls_token is None or vit.pos_embed is None:
+        raise not_a_vit
     return vit
 
 

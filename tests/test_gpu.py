@@ -1,0 +1,25 @@
+"""CUDA checks: the same step under bf16 autocast stays finite and close to fp32 (skipped without a GPU)."""
+
+import pytest
+import torch
+
+from mokd_fast import LOSS_TERMS, MOKD
+from tests.conftest import random_crops, small_config
+
+
+@pytest.mark.gpu
+def test_cuda_step_bf16_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    model = MOKD(small_config(drop_path_rate=0.0)).cuda()
+    crops = [c.cuda() for c in random_crops(model.cfg, batch=4)]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    fp32 = model.loss_terms(crops, 0)
+    model.load_state_dict(state)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        bf16 = model.loss_terms(crops, 0)
+    for name in LOSS_TERMS:
+        assert bf16[name].dtype == torch.float32, "losses must be computed in fp32"
+        assert torch.isfinite(bf16[name])
+        assert abs(bf16[name].item() - fp32[name].item()) <= 0.05 * abs(fp32[name].item()) + 0.05, name
+    model.backward(bf16)
+    assert all(torch.isfinite(p.grad).all() for p in model.students.parameters() if p.grad is not None)
