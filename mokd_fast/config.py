@@ -1,6 +1,6 @@
 """MOKDConfig: the method's settings, named like the official ``main_mokd.py`` flags."""
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -103,10 +103,6 @@ class MOKDConfig:
     def freeze_gain_vit(self) -> bool:
         """Whether the ViT student's prototype gain is frozen."""
         return False if self.norm_last_layer is None else self.norm_last_layer
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict, for checkpoints and logs."""
-        return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "MOKDConfig":

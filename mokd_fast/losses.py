@@ -40,6 +40,16 @@ def _pairs(students: StudentOutputs, teachers: TeacherOutputs) -> dict[str, tupl
     }
 
 
+def _search_pairs(
+    students: StudentOutputs, teachers: TeacherOutputs
+) -> tuple[tuple[str, torch.Tensor, torch.Tensor], ...]:
+    """(term, student T-head scores over all views, other teacher's search scores over the locals)."""
+    return (
+        ("cnn_search", students.cnn_thead, teachers.vit_search),
+        ("vit_search", students.vit_thead, teachers.cnn_search),
+    )
+
+
 def _wide(x: torch.Tensor) -> torch.Tensor:
     """fp16/bf16 -> fp32 so softmax, centering and sums never run in half precision; wider kept."""
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
@@ -131,10 +141,7 @@ class MOKDCriterion(nn.Module):
             terms[name] = -cross.sum() / (batch * n_pairs)
 
         search_temp = temps[CENTERED_TERMS.index("vit_self")]
-        for name, student, teacher in (
-            ("cnn_search", students.cnn_thead, teachers.vit_search),
-            ("vit_search", students.vit_thead, teachers.cnn_search),
-        ):
+        for name, student, teacher in _search_pairs(students, teachers):
             local_log_probs = log_probs[id(student)][2:].reshape(-1, k)  # [L*B, K], view-major
             target = F.softmax(_wide(teacher) / search_temp, dim=-1)
             terms[name] = -(target * local_log_probs).sum(dim=-1).mean()
@@ -164,10 +171,7 @@ class MOKDCriterion(nn.Module):
             terms[name] = total / n_terms
         search_temp = float(self.search_temp_schedule[epoch])
         n_local_rows = students.cnn_query.shape[0]
-        for name, student, teacher in (
-            ("cnn_search", students.cnn_thead, teachers.vit_search),
-            ("vit_search", students.vit_thead, teachers.cnn_search),
-        ):
+        for name, student, teacher in _search_pairs(students, teachers):
             local = _wide(student[-n_local_rows:]) / self.student_temp
             target = F.softmax(_wide(teacher) / search_temp, dim=-1)
             terms[name] = torch.sum(-target * F.log_softmax(local, dim=-1), dim=-1).mean()

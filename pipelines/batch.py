@@ -25,11 +25,6 @@ class MultiCropBatch:
         """Images per step (B)."""
         return self.global_crops.shape[0] // 2
 
-    @property
-    def n_local(self) -> int:
-        """Local views per image (L)."""
-        return self.local_crops.shape[0] // self.batch_size
-
     @classmethod
     def from_views(cls, views: list[torch.Tensor], labels: torch.Tensor | None = None) -> "MultiCropBatch":
         """Groups per-view tensors ``[B, 3, H, W]`` (2 global, then locals) as the official loader yields them."""
