@@ -3,68 +3,50 @@
 from dataclasses import dataclass, fields
 from typing import Any
 
+from mokd_fast.settings import setting
+
 
 @dataclass
 class MOKDConfig:
-    """Settings of the MOKD method (models, heads, losses); the trainer adds optimisation and data.
+    """Settings of the MOKD method (models, heads, losses); ``TrainConfig`` adds optimisation and data.
 
-    Defaults are the official ones. Where the official code hard-codes a value and ignores its flag we
-    keep that value as the default and honour the flag.
-
-    Attributes:
-        arch_cnn: Official alias (resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d,
-            wide_resnet50_2, wide_resnet101_2) or any timm CNN name.
-        arch_vit: Official alias (vit_tiny, vit_small, vit_base) or a timm VisionTransformer name.
-        out_dim: Prototypes of every DINO head and T-head.
-        patch_size: ViT patch size for the official aliases.
-        drop_path_rate: Stochastic depth of the ViT student (the teacher has none).
-        norm_last_layer: Freeze the DINO-head prototype gain. ``None`` is the official behaviour,
-            which ignores the flag: frozen for the CNN, trainable for the ViT. True/False sets both.
-        use_bn_in_head: BatchNorm in the DINO heads' MLPs (official: flag ignored, always off).
-        momentum_teacher: Base EMA momentum; the trainer anneals it to 1 with a cosine.
-        local_crops_number: Local views per image (at least 1: the feature search needs them).
-        input_size: Global crop size the CNN T-head grid is laid out for (``input_size // 32``).
-        global_size: Side of the global crops fed to the model.
-        local_size: Side of the local crops.
-        warmup_teacher_temp: Teacher temperature at epoch 0.
-        teacher_temp: Teacher temperature after warm-up.
-        warmup_teacher_temp_epochs_cnn: Warm-up epochs of the cnn_self and cnn_thead losses.
-        warmup_teacher_temp_epochs_vit: Warm-up epochs of the other six losses (as official).
-        epochs: Training length in epochs; bounds the temperature schedules.
-        lamda_c: Weight of the CNN's cross and search losses.
-        lamda_t: Weight of the ViT's cross and search losses.
-        student_temp: Student softmax temperature.
-        center_momentum: EMA momentum of the six teacher centers.
-        fused_loss: Log-softmax once per student output and all view pairs in one contraction,
-            centers updated with one all-reduce; False runs the official per-pair loops.
-        fused_ema: One ``torch._foreach_lerp_`` over both teachers; False loops per parameter.
-        single_backward: One backward pass of L_cnn + L_vit; False runs two, as official.
+    Defaults are the official ``main_mokd.py`` ones, so a command line ported from the official code
+    means the same here. Each field's help text is its documentation and its ``train.py`` flag help.
     """
 
-    arch_cnn: str = "resnet50"
-    arch_vit: str = "vit_small"
-    out_dim: int = 65536
-    patch_size: int = 16
-    drop_path_rate: float = 0.1
-    norm_last_layer: bool | None = None
-    use_bn_in_head: bool = False
-    momentum_teacher: float = 0.996
-    local_crops_number: int = 8
-    input_size: int = 224
-    global_size: int = 224
-    local_size: int = 96
-    warmup_teacher_temp: float = 0.04
-    teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs_cnn: int = 50
-    warmup_teacher_temp_epochs_vit: int = 30
-    epochs: int = 200
-    lamda_c: float = 1.0
-    lamda_t: float = 1.0
-    student_temp: float = 0.1
-    center_momentum: float = 0.9
-    fused_loss: bool = True
-    fused_ema: bool = True
-    single_backward: bool = True
+    arch_cnn: str = setting(
+        "resnet50", "CNN: an official alias (resnet18/34/50/101/152, resnext50_32x4d, resnext101_32x8d, "
+        "wide_resnet50_2, wide_resnet101_2) or any timm CNN name.")
+    arch_vit: str = setting(
+        "vit_small", "ViT: an official alias (vit_tiny, vit_small, vit_base) or a timm VisionTransformer name.")
+    out_dim: int = setting(65536, "Prototypes of every DINO head and T-head.")
+    patch_size: int = setting(16, "ViT patch size for the official aliases.")
+    drop_path_rate: float = setting(0.1, "Stochastic depth of the ViT student (the teacher has none).")
+    norm_last_layer: bool | None = setting(
+        None, "Freeze the DINO heads' prototype gain. Unset is the official behaviour, which ignores the "
+        "flag: frozen for the CNN, trainable for the ViT. True/False sets both.")
+    use_bn_in_head: bool = setting(False, "BatchNorm in the DINO heads' MLPs.")
+    momentum_teacher: float = setting(0.996, "Base EMA momentum of the teachers, annealed to 1 by a cosine.")
+    local_crops_number: int = setting(
+        8, "Local views per image (at least 1: the cross-model feature search runs on them).")
+    input_size: int = setting(224, "Global crop size the CNN T-head's position grid is laid out for (input_size // 32).")
+    global_size: int = setting(224, "Side of the global crops fed to the models.")
+    local_size: int = setting(96, "Side of the local crops.")
+    warmup_teacher_temp: float = setting(0.04, "Teacher temperature at epoch 0.")
+    teacher_temp: float = setting(0.04, "Teacher temperature after the warm-up.")
+    warmup_teacher_temp_epochs_cnn: int = setting(50, "Temperature warm-up epochs of cnn_self and cnn_thead.")
+    warmup_teacher_temp_epochs_vit: int = setting(
+        30, "Temperature warm-up epochs of the other six terms (as the official code).")
+    epochs: int = setting(200, "Training length in epochs.")
+    lamda_c: float = setting(1.0, "Weight of the CNN's cross and search losses.")
+    lamda_t: float = setting(1.0, "Weight of the ViT's cross and search losses.")
+    student_temp: float = setting(0.1, "Student softmax temperature.")
+    center_momentum: float = setting(0.9, "EMA momentum of the six teacher centers.")
+    fused_loss: bool = setting(
+        True, "Speed switch: one log-softmax per student output and all view pairs in one contraction, "
+        "one all-reduce for the centers. False runs the official per-pair loops.")
+    fused_ema: bool = setting(True, "Speed switch: one foreach lerp over both teachers. False loops per parameter.")
+    single_backward: bool = setting(True, "Speed switch: one backward pass of L_cnn + L_vit. False runs two, as official.")
 
     def __post_init__(self) -> None:
         def require(ok: bool, message: str) -> None:

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+from torch.amp import GradScaler
 
 from mokd_fast.checkpoint import export_official, load_official
 from mokd_fast.config import MOKDConfig
@@ -43,6 +44,29 @@ class MOKD(nn.Module):
         self.teachers.requires_grad_(False)
         self.criterion = MOKDCriterion(cfg)
         self.ema = TeacherEMA(self.students, self.teachers, fused=cfg.fused_ema)
+        self._set_student_runner(self.students)
+
+    def _set_student_runner(self, runner: nn.Module) -> None:
+        # A plain attribute, not a submodule: a DDP wrapper shares the students' parameters and must
+        # not add "module." keys (or a second copy) to state_dict().
+        self.__dict__["_run_students"] = runner
+
+    def distribute(self, device: torch.device, sync_bn: bool = True) -> None:
+        """Prepares the model for multi-process training (call once the process group is up).
+
+        The students are wrapped in one DDP (one gradient reduction for both models; state-dict keys
+        unchanged). With ``sync_bn`` on CUDA the CNN student and teacher use SyncBatchNorm, as official:
+        the teacher then normalises with the global batch's statistics too. SyncBatchNorm has no CPU
+        kernel, so on CPU (gloo) each rank keeps its own batch statistics.
+        """
+        if sync_bn and device.type == "cuda":
+            for pair in (self.students, self.teachers):
+                pair.cnn = nn.SyncBatchNorm.convert_sync_batchnorm(pair.cnn)
+            self.ema = TeacherEMA(self.students, self.teachers, fused=self.cfg.fused_ema)
+        ddp = nn.parallel.DistributedDataParallel(
+            self.students, device_ids=[device.index] if device.type == "cuda" else None
+        )
+        self._set_student_runner(ddp)
 
     def _groups(self, crops: Sequence[torch.Tensor] | MultiCropBatch) -> MultiCropBatch:
         batch = crops if isinstance(crops, MultiCropBatch) else MultiCropBatch.from_views(list(crops))
@@ -65,7 +89,7 @@ class MOKD(nn.Module):
     ) -> tuple[StudentOutputs, TeacherOutputs]:
         """Student and teacher scores for one step, without losses."""
         batch = self._groups(crops)
-        students = self.students(batch.global_crops, batch.local_crops)
+        students = self._run_students(batch.global_crops, batch.local_crops)
         with torch.no_grad():
             teachers = self.teachers.forward_teacher(batch.global_crops, students)
         return students, teachers
@@ -90,19 +114,23 @@ class MOKD(nn.Module):
         vit = terms["vit_self"] + terms["vit_thead"] + lam_t * (terms["vit_cross"] + terms["vit_search"])
         return cnn, vit
 
-    def backward(self, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backpropagates both totals and returns them.
+    def backward(
+        self, terms: dict[str, torch.Tensor], scalers: tuple[GradScaler, GradScaler] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backpropagates both totals and returns them (unscaled).
 
         The two graphs share no parameter (everything one model learns from the other is detached),
         so one pass over ``L_cnn + L_vit`` gives the gradients of the official two passes;
-        ``single_backward=False`` runs the two passes.
+        ``single_backward=False`` runs the two passes. With fp16 each total is scaled by its own
+        model's grad scaler first, as official; the sum still backpropagates each scale to its model only.
         """
         cnn, vit = self.total_losses(terms)
+        scaled_cnn, scaled_vit = (scalers[0].scale(cnn), scalers[1].scale(vit)) if scalers else (cnn, vit)
         if self.cfg.single_backward:
-            (cnn + vit).backward()
+            (scaled_cnn + scaled_vit).backward()
         else:
-            cnn.backward()
-            vit.backward()
+            scaled_cnn.backward()
+            scaled_vit.backward()
         return cnn, vit
 
     def update_teachers(self, momentum: float) -> None:

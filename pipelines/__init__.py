@@ -1,1 +1,9 @@
 """Multi-crop data pipelines; every backend yields ``pipelines.batch.MultiCropBatch``."""
+
+from pipelines.policy import MultiCropPolicy
+from pipelines.torchvision import TorchvisionPipeline
+
+# --pipeline name -> class taking (data_path, policy, batch_size, world_size, rank, seed, num_workers, device)
+PIPELINES = {"torchvision": TorchvisionPipeline}
+
+__all__ = ["PIPELINES", "MultiCropPolicy", "TorchvisionPipeline"]

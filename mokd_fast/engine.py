@@ -1,0 +1,223 @@
+"""The pre-training loop: schedules, autocast, backward, clipping, optimiser steps, EMA, logs, checkpoints."""
+
+import itertools
+import json
+import random
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch.amp import GradScaler
+
+from mokd_fast.cli import flat_config
+from mokd_fast.config import MOKDConfig
+from mokd_fast.distributed import check_on_main, gather_objects, init_distributed
+from mokd_fast.errors import UsageError
+from mokd_fast.loss_guard import LossGuard
+from mokd_fast.losses import CENTERED_TERMS
+from mokd_fast.mokd import MOKD
+from mokd_fast.optim import Schedules, build_optimizers, clip_per_parameter, drop_last_layer_grads
+from mokd_fast.run_log import RunLog, Throughput
+from mokd_fast.train_config import TrainConfig
+from mokd_fast.train_state import atomic_save, build_checkpoint, capture_rng, load_checkpoint, restore_rng
+from pipelines import PIPELINES, MultiCropPolicy
+from pipelines.batch import MultiCropBatch
+
+AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds Python, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare_output_dir(path: Path, resuming: bool) -> None:
+    """Creates the run directory and refuses to overwrite another run's checkpoint.
+
+    Raises:
+        UsageError: The directory cannot be created or written, or holds a checkpoint and this run
+            does not resume.
+    """
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write_test_{time.time_ns()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--output_dir {path} is not writable ({err.strerror}); choose another directory") from err
+    if (path / "checkpoint.pth").exists() and not resuming:
+        raise UsageError(
+            f"--output_dir {path} already holds checkpoint.pth from an earlier run; pass "
+            f"--resume {path / 'checkpoint.pth'} to continue it, or choose another --output_dir"
+        )
+
+
+class Trainer:
+    """One MOKD pre-training run on this process (one of ``world_size`` under torchrun).
+
+    Args:
+        method: Method settings.
+        cfg: Training settings.
+    """
+
+    def __init__(self, method: MOKDConfig, cfg: TrainConfig) -> None:
+        self.method, self.cfg = method, cfg
+        self.ctx = ctx = init_distributed(cfg.device, cfg.dist_url)
+        self.out = Path(cfg.output_dir)
+        check_on_main(ctx, lambda: prepare_output_dir(self.out, resuming=bool(cfg.resume)))
+        precision = cfg.resolved_precision
+        self.precision = ("bf16" if ctx.device.type == "cuda" else "fp32") if precision == "auto" else precision
+        if ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+
+        policy = MultiCropPolicy.mokd(method.global_size, method.local_size, cfg.global_crops_scale,
+                                      cfg.local_crops_scale, method.local_crops_number)
+        self.pipeline = PIPELINES[cfg.pipeline](cfg.data_path, policy, cfg.batch_size_per_gpu, ctx.world_size,
+                                                ctx.rank, cfg.seed, cfg.num_workers, ctx.device)
+        self.iters_per_epoch = len(self.pipeline)
+        total = method.epochs * self.iters_per_epoch
+        self.end_step = min(total, cfg.max_steps) if cfg.max_steps else total
+
+        seed_everything(cfg.seed)  # identical initial weights on every rank
+        self.model = MOKD(method).to(ctx.device)
+        if ctx.distributed:
+            self.model.distribute(ctx.device, sync_bn=cfg.sync_bn)
+        self.optimizers = build_optimizers(self.model.students, cfg.optimizer)
+        self.scalers = (GradScaler(ctx.device.type), GradScaler(ctx.device.type)) if self.precision == "fp16" else None
+        self.schedules = Schedules.build(cfg, method.epochs, self.iters_per_epoch, ctx.world_size,
+                                         method.momentum_teacher)
+        self.config = flat_config(method, cfg)
+        self.named = [dict(self.model.students.cnn.named_parameters()), dict(self.model.students.vit.named_parameters())]
+        self.clips = (cfg.clip_grad_cnn, cfg.clip_grad_vit)
+
+        self.start_step, rng_states = 0, None
+        if cfg.resume:
+            self.start_step, rng_states = load_checkpoint(Path(cfg.resume), self.model, self.optimizers,
+                                                          self.scalers, self.config, self.iters_per_epoch)
+        if rng_states is not None:
+            restore_rng(rng_states[ctx.rank], ctx.device)
+        else:
+            seed_everything(cfg.seed + ctx.rank)  # own drop-path draws per rank
+        self.last_good = (f"The last good checkpoint is {cfg.resume} (step {self.start_step})" if cfg.resume
+                          else "No checkpoint was written yet")
+        self.guard = LossGuard(ctx)
+        self.meter = Throughput()
+
+    def train_step(self, batch: MultiCropBatch, step: int, epoch: int) -> dict[str, torch.Tensor]:
+        """One optimisation step of both students and both teachers; no host sync."""
+        self.schedules.apply(step, *self.optimizers)
+        dtype = AUTOCAST_DTYPES[self.precision]
+        with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
+            terms = self.model.loss_terms(batch, epoch)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss_cnn, loss_vit = self.model.backward(terms, self.scalers)
+        for i, opt in enumerate(self.optimizers):
+            if self.clips[i]:
+                if self.scalers:
+                    self.scalers[i].unscale_(opt)
+                clip_per_parameter(list(self.named[i].values()), self.clips[i], fused=self.cfg.fused_clip)
+            if epoch < self.cfg.freeze_last_layer:
+                drop_last_layer_grads(self.named[i])
+            if self.scalers:
+                self.scalers[i].step(opt)
+                self.scalers[i].update()
+            else:
+                opt.step()
+        self.model.update_teachers(float(self.schedules.momentum[step]))
+        return {**terms, "loss_cnn": loss_cnn, "loss_vit": loss_vit}
+
+    def _batches(self) -> Iterator[tuple[int, int, MultiCropBatch]]:
+        """``(step, epoch, batch)`` from the start step to the end, timing the wait for each batch."""
+        first_epoch, first_batch = divmod(self.start_step, self.iters_per_epoch)
+        epochs = (self.pipeline.epoch(e, first_batch if e == first_epoch else 0)
+                  for e in range(first_epoch, self.method.epochs))
+        batches = itertools.islice(itertools.chain.from_iterable(epochs), self.end_step - self.start_step)
+        for step in range(self.start_step, self.end_step):
+            tick = time.perf_counter()
+            batch = next(batches)  # blocks on the data workers: the data wait
+            self.meter.waited(time.perf_counter() - tick)
+            yield step, step // self.iters_per_epoch, batch
+
+    def fit(self) -> dict[str, Any]:
+        """Trains from the start (or resume) step to the end; returns the run summary.
+
+        Raises:
+            NonFiniteLoss: A loss became NaN/inf; checkpoints written before it are kept.
+        """
+        log = RunLog(self.out, self.start_step, self.end_step, self.ctx.is_main, self.cfg.tensorboard)
+        if self.ctx.is_main:
+            self._describe(log)
+            (self.out / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
+        try:
+            for step, epoch, batch in self._batches():
+                self.guard.record(step, epoch, self.train_step(batch, step, epoch))
+                self.meter.stepped()
+                log.stepped()
+                done = step + 1
+                if done % self.cfg.log_every == 0 or done == self.end_step:
+                    log.write(self._record(done, epoch))  # sync point
+                epoch_end = done % self.iters_per_epoch == 0
+                if epoch_end or done == self.end_step or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0):
+                    self._save(done, epoch if epoch_end else None)
+            summary = self._summary()
+            log.message(" ".join(f"{k}={v}" for k, v in summary.items()))
+            if self.ctx.is_main:
+                (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+            return summary
+        finally:
+            log.close()
+
+    def _record(self, done: int, epoch: int) -> dict[str, Any]:
+        rate, wait = self.meter.window(self.cfg.batch_size_per_gpu * self.ctx.world_size)
+        temps = self.model.criterion.temps[epoch]
+        return {
+            "step": done, "epoch": epoch, **self.guard.window_means(self.last_good),
+            **self.schedules.values(done - 1),
+            "teacher_temp_cnn": temps[CENTERED_TERMS.index("cnn_self")].item(),
+            "teacher_temp_vit": temps[CENTERED_TERMS.index("vit_self")].item(),
+            "samples_per_s": rate, "data_wait": wait,
+        }
+
+    def _save(self, done: int, finished_epoch: int | None) -> None:
+        """Writes checkpoint.pth (and the epoch's keeper); every rank takes part (RNG gather)."""
+        self.guard.check(self.last_good)  # never save weights from after a non-finite step
+        rng_states = gather_objects(self.ctx, capture_rng(self.ctx.device))
+        latest = self.out / "checkpoint.pth"
+        if self.ctx.is_main:
+            ckpt = build_checkpoint(self.model, self.optimizers, self.scalers, done, self.iters_per_epoch,
+                                    rng_states, self.config)
+            atomic_save(ckpt, latest)
+            keep = finished_epoch is not None and (
+                finished_epoch % self.cfg.saveckp_freq == 0 or finished_epoch == self.method.epochs - 1)
+            if keep:
+                atomic_save(ckpt, self.out / f"checkpoint{finished_epoch:04}.pth")
+        self.last_good = f"The last good checkpoint is {latest} (step {done})"
+
+    def _describe(self, log: RunLog) -> None:
+        n_cnn = sum(p.numel() for p in self.model.students.cnn.parameters())
+        n_vit = sum(p.numel() for p in self.model.students.vit.parameters())
+        log.message(
+            f"MOKD {self.method.arch_cnn} ({n_cnn / 1e6:.1f}M) + {self.method.arch_vit} ({n_vit / 1e6:.1f}M) on "
+            f"{self.ctx.world_size} x {self.ctx.device.type}, {self.precision}; {self.pipeline.num_images} images, "
+            f"{self.iters_per_epoch} steps/epoch of {self.cfg.batch_size_per_gpu} x {self.ctx.world_size}, crops "
+            f"2x{self.method.global_size} + {self.method.local_crops_number}x{self.method.local_size}; "
+            f"steps {self.start_step} -> {self.end_step}; output {self.out}"
+        )
+        if self.ctx.distributed and self.cfg.sync_bn and self.ctx.device.type != "cuda":
+            log.message("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
+
+    def _summary(self) -> dict[str, Any]:
+        elapsed, rate, wait = self.meter.run(self.cfg.batch_size_per_gpu * self.ctx.world_size)
+        return {
+            "steps": self.end_step, "epochs_done": self.end_step / self.iters_per_epoch,
+            "seconds": round(elapsed, 1), "samples_per_s": round(rate, 2),
+            "samples_per_s_per_process": round(rate / self.ctx.world_size, 2), "data_wait": round(wait, 3),
+            "checkpoint": str(self.out / "checkpoint.pth"),
+        }

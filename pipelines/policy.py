@@ -1,0 +1,88 @@
+"""The MOKD multi-crop augmentation policy, as data read by every pipeline backend.
+
+The values transcribe the official ``augmentations/dino_augmentation.py`` (DINO's policy): every view
+is a bicubic random resized crop with aspect ratio 3/4..4/3, a horizontal flip (p 0.5), colour jitter
+(brightness 0.4, contrast 0.4, saturation 0.2, hue 0.1; p 0.8), grayscale (p 0.2), then a Gaussian
+blur with sigma uniform in 0.1..2 (global view 1: p 1.0; global view 2: p 0.1, then solarize at 128
+with p 0.2; local views: p 0.5), then ImageNet normalisation.
+"""
+
+from dataclasses import dataclass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ViewPolicy:
+    """How one view is drawn from an image.
+
+    Attributes:
+        size: Output side in pixels (square views).
+        scale: Range of the crop's area as a fraction of the image's.
+        ratio: Range of the crop's aspect ratio (sampled log-uniformly).
+        interpolation: Resize filter ("bicubic" as official).
+        flip_p: Probability of a horizontal flip.
+        jitter: Brightness, contrast, saturation and hue strengths of the colour jitter.
+        jitter_p: Probability that the colour jitter is applied.
+        grayscale_p: Probability of conversion to 3-channel grayscale.
+        blur_p: Probability of a Gaussian blur.
+        blur_sigma: Range of the blur's standard deviation in pixels.
+        solarize_p: Probability of solarisation.
+        solarize_threshold: Pixels at or above this 8-bit value are inverted.
+    """
+
+    size: int
+    scale: tuple[float, float]
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    interpolation: str = "bicubic"
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.5
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+    solarize_p: float = 0.0
+    solarize_threshold: int = 128
+
+
+@dataclass(frozen=True)
+class MultiCropPolicy:
+    """All views of one image: two global views, then ``local_crops_number`` local views.
+
+    Attributes:
+        global_views: Policies of global view 1 and global view 2 (they differ in blur and solarize).
+        local_view: Policy shared by every local view.
+        local_crops_number: Number of local views.
+        mean: Per-channel mean subtracted after scaling to [0, 1].
+        std: Per-channel standard deviation divided by.
+    """
+
+    global_views: tuple[ViewPolicy, ViewPolicy]
+    local_view: ViewPolicy
+    local_crops_number: int
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @classmethod
+    def mokd(
+        cls,
+        global_size: int = 224,
+        local_size: int = 96,
+        global_crops_scale: tuple[float, float] = (0.4, 1.0),
+        local_crops_scale: tuple[float, float] = (0.05, 0.4),
+        local_crops_number: int = 8,
+    ) -> "MultiCropPolicy":
+        """The official policy with the sizes, scales and count a run chose."""
+        return cls(
+            global_views=(
+                ViewPolicy(global_size, tuple(global_crops_scale), blur_p=1.0),
+                ViewPolicy(global_size, tuple(global_crops_scale), blur_p=0.1, solarize_p=0.2),
+            ),
+            local_view=ViewPolicy(local_size, tuple(local_crops_scale), blur_p=0.5),
+            local_crops_number=local_crops_number,
+        )
+
+    def views(self) -> list[ViewPolicy]:
+        """Policies in view order: global 1, global 2, then each local view."""
+        return [*self.global_views, *[self.local_view] * self.local_crops_number]
