@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (or reuse) the virtualenv at .venv, then run the demo or the test suite.
-#   ./run.sh demo   - a short MOKD pre-training on CPU over real photographs
+#   ./run.sh demo   - writes a small ImageFolder of real photographs and pre-trains MOKD on it (CPU, ~3 min)
 #   ./run.sh test   - the test suite (GPU tests skip without CUDA)
 # Works on a fresh Debian/Ubuntu machine with Python 3.11+ as root or with sudo.
 set -euo pipefail

@@ -5,6 +5,7 @@ and unknown YAML keys are errors, never ignored.
 """
 
 import argparse
+import sys
 import types
 import typing
 from dataclasses import MISSING, asdict, fields
@@ -14,7 +15,7 @@ from typing import Any
 import yaml
 
 from mokd_fast.config import MOKDConfig
-from mokd_fast.errors import UsageError
+from mokd_fast.errors import NonFiniteLoss, UsageError
 from mokd_fast.settings import bool_flag, field_help
 from mokd_fast.train_config import TrainConfig
 
@@ -114,3 +115,24 @@ def flat_config(method: MOKDConfig, train: TrainConfig) -> dict[str, Any]:
 
 def _raise_usage(message: str) -> typing.NoReturn:
     raise UsageError(message)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``train.py``: parses, trains, and returns the exit status (2: bad usage or input, 1: diverged)."""
+    from mokd_fast.distributed import shutdown
+
+    try:
+        method, cfg = parse_config(argv)
+        # Imported after parsing, so --help and flag errors answer instantly.
+        from mokd_fast.engine import Trainer
+
+        Trainer(method, cfg).fit()
+    except UsageError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 2
+    except NonFiniteLoss as err:
+        print(f"train.py: {err}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown()
+    return 0

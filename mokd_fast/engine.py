@@ -20,10 +20,21 @@ from mokd_fast.errors import UsageError
 from mokd_fast.loss_guard import LossGuard
 from mokd_fast.losses import CENTERED_TERMS
 from mokd_fast.mokd import MOKD
-from mokd_fast.optim import Schedules, build_optimizers, clip_per_parameter, drop_last_layer_grads
+from mokd_fast.optim import (
+    Schedules,
+    build_optimizers,
+    clip_per_parameter,
+    drop_last_layer_grads,
+)
 from mokd_fast.run_log import RunLog, Throughput
 from mokd_fast.train_config import TrainConfig
-from mokd_fast.train_state import atomic_save, build_checkpoint, capture_rng, load_checkpoint, restore_rng
+from mokd_fast.train_state import (
+    atomic_save,
+    build_checkpoint,
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+)
 from pipelines import PIPELINES, MultiCropPolicy
 from pipelines.batch import MultiCropBatch
 
@@ -166,13 +177,15 @@ class Trainer:
                 epoch_end = done % self.iters_per_epoch == 0
                 if epoch_end or done == self.end_step or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0):
                     self._save(done, epoch if epoch_end else None)
-            summary = self._summary()
-            log.message(" ".join(f"{k}={v}" for k, v in summary.items()))
-            if self.ctx.is_main:
-                (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-            return summary
         finally:
             log.close()
+        summary = self._summary()
+        if self.ctx.is_main:
+            print(f"done: {summary['steps']} steps ({summary['epochs_done']:.2f} epochs) in {summary['seconds']} s, "
+                  f"{summary['samples_per_s']} samples/s ({summary['samples_per_s_per_process']} per process), "
+                  f"data wait {summary['data_wait']:.1%}; checkpoint {summary['checkpoint']}")
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        return summary
 
     def _record(self, done: int, epoch: int) -> dict[str, Any]:
         rate, wait = self.meter.window(self.cfg.batch_size_per_gpu * self.ctx.world_size)

@@ -49,10 +49,10 @@ class LARS(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.0, weight_decay: float = 0.0, momentum: float = 0.9, eta: float = 0.001):
-        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, momentum=momentum, eta=eta))
+        super().__init__(params, {"lr": lr, "weight_decay": weight_decay, "momentum": momentum, "eta": eta})
 
     @torch.no_grad()
-    def step(self, closure=None):  # noqa: D102 - torch.optim interface
+    def step(self, closure=None):
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:

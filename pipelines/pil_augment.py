@@ -34,17 +34,17 @@ def crop_box(width: int, height: int, view: ViewPolicy, gen: torch.Generator) ->
     for _ in range(10):
         target_area = area * _uniform(gen, *view.scale)
         aspect = math.exp(_uniform(gen, log_lo, log_hi))
-        w = int(round(math.sqrt(target_area * aspect)))
-        h = int(round(math.sqrt(target_area / aspect)))
+        w = round(math.sqrt(target_area * aspect))
+        h = round(math.sqrt(target_area / aspect))
         if 0 < w <= width and 0 < h <= height:
             top = int(torch.randint(0, height - h + 1, (1,), generator=gen).item())
             left = int(torch.randint(0, width - w + 1, (1,), generator=gen).item())
             return top, left, h, w
     in_ratio = width / height
     if in_ratio < min(view.ratio):
-        w, h = width, int(round(width / min(view.ratio)))
+        w, h = width, round(width / min(view.ratio))
     elif in_ratio > max(view.ratio):
-        w, h = int(round(height * max(view.ratio))), height
+        w, h = round(height * max(view.ratio)), height
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w

@@ -39,3 +39,21 @@ def random_crops(cfg: MOKDConfig, batch: int, seed: int = 0) -> list[torch.Tenso
     gen = torch.Generator().manual_seed(seed)
     sizes = [cfg.global_size] * 2 + [cfg.local_size] * cfg.local_crops_number
     return [torch.randn(batch, 3, s, s, generator=gen) for s in sizes]
+
+
+# Flags of a tiny but real run: resnet18 + vit_tiny, 64/32 crops, 4 images per step.
+TINY_RUN_FLAGS = [
+    "--arch_cnn", "resnet18", "--arch_vit", "vit_tiny", "--out_dim", "256",
+    "--global_size", "64", "--local_size", "32", "--input_size", "64", "--local_crops_number", "2",
+    "--epochs", "2", "--warmup_teacher_temp_epochs_cnn", "1", "--warmup_teacher_temp_epochs_vit", "1",
+    "--warmup_epochs", "1", "--batch_size_per_gpu", "4", "--num_workers", "1", "--log_every", "1",
+    "--ckpt_every_steps", "0", "--device", "cpu",
+]
+
+
+@pytest.fixture(scope="session")
+def photo_folder(tmp_path_factory: pytest.TempPathFactory):
+    """An ImageFolder of 16 real JPEGs (4 classes x 4), 4 steps per epoch at batch 4."""
+    from mokd_fast.sample_images import write_image_folder
+
+    return write_image_folder(tmp_path_factory.mktemp("photos"), images_per_class=4, classes=4)
