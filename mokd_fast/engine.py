@@ -121,7 +121,10 @@ class Trainer:
         self.meter = Throughput()
 
     def train_step(self, batch: MultiCropBatch, step: int, epoch: int) -> dict[str, torch.Tensor]:
-        """One optimisation step of both students and both teachers; no host sync."""
+        """One optimisation step of both students and both teachers.
+
+        No host sync, except fp16's ``GradScaler.step`` (one per model, reading its inf check).
+        """
         self.schedules.apply(step, *self.optimizers)
         dtype = AUTOCAST_DTYPES[self.precision]
         with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):

@@ -23,3 +23,25 @@ def test_cuda_step_bf16_close_to_fp32() -> None:
         assert abs(bf16[name].item() - fp32[name].item()) <= 0.05 * abs(fp32[name].item()) + 0.05, name
     model.backward(bf16)
     assert all(torch.isfinite(p.grad).all() for p in model.students.parameters() if p.grad is not None)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_cuda_training_run_resumes_exactly(precision, photo_folder, tmp_path) -> None:
+    """train.py on CUDA: the pinned, non-blocking pipeline, autocast, scalers, and a mid-epoch resume."""
+    from mokd_fast.cli import main
+    from tests.conftest import TINY_RUN_FLAGS
+
+    flags = [*TINY_RUN_FLAGS, "--device", "cuda", "--precision", precision, "--data_path", str(photo_folder),
+             "--tensorboard", "False"]
+    assert main([*flags, "--output_dir", str(tmp_path / "a"), "--max_steps", "6"]) == 0
+    assert main([*flags, "--output_dir", str(tmp_path / "b"), "--max_steps", "3"]) == 0
+    assert main([*flags, "--output_dir", str(tmp_path / "b"), "--max_steps", "6",
+                 "--resume", str(tmp_path / "b" / "checkpoint.pth")]) == 0
+    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)
+    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)
+    # cuDNN autotuning may pick different kernels per process, so exact equality is not promised on GPU.
+    for key in ("student_cnn", "teacher_vit"):
+        for name, value in a[key].items():
+            if value.is_floating_point():
+                torch.testing.assert_close(value, b[key][name], rtol=1e-3, atol=1e-3, msg=f"{key}.{name}")

@@ -9,7 +9,13 @@ import torch
 from torch.amp import GradScaler
 
 from mokd_fast import MOKD
-from mokd_fast.optim import LARS, Schedules, build_optimizers, clip_per_parameter, drop_last_layer_grads
+from mokd_fast.optim import (
+    LARS,
+    Schedules,
+    build_optimizers,
+    clip_per_parameter,
+    drop_last_layer_grads,
+)
 from mokd_fast.train_config import TrainConfig
 from tests.conftest import random_crops, small_config
 
@@ -47,7 +53,10 @@ def test_flags_the_official_code_ignores_are_honoured():
 def test_parameter_groups_and_their_schedules_follow_the_official_code():
     model = MOKD(small_config())
     opt_cnn, opt_vit = build_optimizers(model.students, "sgd")
-    ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
+
+    def ids(group: dict) -> set[int]:
+        return {id(p) for p in group["params"]}
+
     cnn = dict(model.students.cnn.named_parameters())
     expect_cnn = [
         {id(p) for n, p in cnn.items() if p.requires_grad and "transhead" not in n and not (n.endswith(".bias") or p.ndim == 1)},

@@ -10,7 +10,12 @@ from mokd_fast.sample_images import sample_photos
 from pipelines.pil_augment import augment_view
 from pipelines.policy import IMAGENET_MEAN, IMAGENET_STD, MultiCropPolicy, ViewPolicy
 from pipelines.sampler import ResumableDistributedSampler
-from pipelines.torchvision import MultiCropFolder, TorchvisionPipeline, load_rgb, open_image_folder
+from pipelines.torchvision import (
+    MultiCropFolder,
+    TorchvisionPipeline,
+    load_rgb,
+    open_image_folder,
+)
 
 
 def test_policy_is_the_official_one():

@@ -29,7 +29,7 @@ def test_two_process_ddp_keeps_replicas_identical(photo_folder, tmp_path):
         "--data_path", str(photo_folder), "--output_dir", str(out), "--max_steps", "6", "--tensorboard", "False",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
     assert ranks[0]["batches_per_epoch"] == ranks[1]["batches_per_epoch"] == 4  # 16 images / (2 ranks x 2)
