@@ -1,0 +1,1 @@
+"""Converting an ImageFolder (or a list file) to FFCV ``.beton`` or DALI webdataset shards."""
