@@ -21,12 +21,18 @@ setup() {
             python3 -m venv .venv
         fi
     fi
-    # Reinstall only when requirements.txt or pyproject.toml changed since the last set-up.
+    # FFCV compiles against OpenCV and libjpeg-turbo from the system.
+    if ! pkg-config --exists opencv4 libturbojpeg 2>/dev/null; then
+        as_root apt-get update -qq
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libturbojpeg0-dev libopencv-dev pkg-config
+    fi
+    # Reinstall only when the requirements or pyproject.toml changed since the last set-up.
     local stamp=.venv/.mokd-fast-installed want
-    want=$(cat requirements.txt pyproject.toml | sha256sum | cut -d' ' -f1)
+    want=$(cat requirements.txt requirements-nodeps.txt pyproject.toml | sha256sum | cut -d' ' -f1)
     if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
         .venv/bin/python -m pip install -q --upgrade pip
         .venv/bin/python -m pip install -q -r requirements.txt
+        .venv/bin/python -m pip install -q --no-deps -r requirements-nodeps.txt
         .venv/bin/python -m pip install -q --no-deps -e .
         echo "$want" > "$stamp"
     fi

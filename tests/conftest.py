@@ -15,6 +15,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """FFCV sets torch's thread count when imported (and per Loader); results of later tests in the
+    same process must not depend on which tests ran before."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def small_config(**overrides: object) -> MOKDConfig:
     """resnet18 + vit_tiny at 64/32 crops: the real architectures, small inputs."""
     values: dict[str, object] = dict(

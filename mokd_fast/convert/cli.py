@@ -4,6 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mokd_fast.convert.output import REPORT
 from mokd_fast.convert.run import convert
 from mokd_fast.convert.verify import verify
 from mokd_fast.errors import UsageError
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         options |= {"write_mode": args.write_mode, "compress_probability": args.compress_probability}
     else:
         options |= {"shard_size": args.shard_size}
+    if args.verify and (out / REPORT).exists():  # a finished output: check it again, convert nothing
+        return _report_verify(out, args.verify)
     try:
         report = convert(args.src, out, args.format, options, args.workers, args.resume, args.limit)
     except UsageError as err:
@@ -67,10 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     if not report["converted"]:
         print("no image could be converted: the output is not usable", file=sys.stderr)
         return 1
-    if args.verify:
-        problems = verify(out, args.verify)
-        for problem in problems:
-            print(f"verify: {problem}", file=sys.stderr)
-        print(f"verify ({args.verify}): {'FAILED, ' + str(len(problems)) + ' problems' if problems else 'ok'}")
-        return 1 if problems else 0
-    return 0
+    return _report_verify(out, args.verify) if args.verify else 0
+
+
+def _report_verify(out: Path, mode: str) -> int:
+    problems = verify(out, mode)
+    for problem in problems:
+        print(f"verify: {problem}", file=sys.stderr)
+    print(f"verify ({mode}): {'FAILED, ' + str(len(problems)) + ' problems' if problems else 'ok'}")
+    return 1 if problems else 0

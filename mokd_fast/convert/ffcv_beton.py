@@ -33,8 +33,8 @@ def import_ffcv() -> Any:
     """The ffcv module, or a UsageError that says how to install it."""
     try:
         import ffcv
-        import ffcv.fields  # noqa: F401
-        import ffcv.writer  # noqa: F401
+        import ffcv.fields
+        import ffcv.writer
     except ImportError as err:
         raise UsageError(f"{INSTALL_FFCV} ({err})") from err
     return ffcv

@@ -35,7 +35,6 @@ def _convert_dali(out: Path, chunks: list[tuple], options: dict[str, Any], worke
 
 
 def _convert_ffcv(out: Path, chunks: list[tuple], options: dict[str, Any], workers: int) -> tuple[list[dict], dict]:
-    ffcv_beton.import_ffcv()
     done = ffcv_beton.finished_chunks(out)
     todo = [ffcv_beton.ScanTask(i, c, options["max_resolution"]) for i, c in enumerate(chunks) if i not in done]
     total = sum(len(c) for c in chunks)
@@ -61,6 +60,8 @@ def convert(src: str, out: Path, fmt: str, options: dict[str, Any], workers: int
         UsageError: Bad source or output folder, or a format library is missing.
     """
     start = time.perf_counter()
+    if fmt == "ffcv":
+        ffcv_beton.import_ffcv()  # before anything is written to OUT
     samples, classes = list_source(src)
     if limit:
         samples = samples[:limit]
@@ -82,5 +83,6 @@ def convert(src: str, out: Path, fmt: str, options: dict[str, Any], workers: int
     }
     if report["converted"]:
         write_json_atomic(out / REPORT, report)
-        (out / STATE).unlink()
+        for leftover in (out / STATE, out / ffcv_beton.SCAN, *(out / dali_shards.SHARDS).glob(".*.json")):
+            leftover.unlink(missing_ok=True)  # resume state, useless once report.json marks the output complete
     return report
