@@ -228,3 +228,11 @@ def test_missing_ffcv_says_how_to_install_it(source, tmp_path, monkeypatch, caps
     assert main([str(source), str(tmp_path / "o"), "--format", "ffcv"]) == 2
     assert "apt-get install -y libturbojpeg0-dev libopencv-dev pkg-config" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()  # nothing written before the check
+
+
+def test_missing_dali_is_named_with_its_install_command(source, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "dali"
+    assert main([str(source), str(out), "--format", "dali", "--limit", "5"]) == 0
+    monkeypatch.setitem(sys.modules, "nvidia.dali", None)
+    assert main([str(source), str(out), "--format", "dali", "--verify"]) == 0  # the shards themselves are fine
+    assert "pip install nvidia-dali-cuda130" in capsys.readouterr().out
