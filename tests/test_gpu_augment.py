@@ -1,0 +1,126 @@
+"""Batched multi-crop ops (pipelines/gpu_augment.py) against torchvision and the policy, on CPU."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TF
+from torchvision.transforms import RandomResizedCrop
+
+from pipelines.gpu_augment import (
+    BatchedMultiCrop, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, grayscale,
+    make_views, sample_crop_boxes, sample_view_params,
+)
+from pipelines.policy import MultiCropPolicy, ViewPolicy
+
+N = 4000
+
+
+def _ks(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic."""
+    grid = np.sort(np.concatenate([a, b]))
+    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)  # noqa: E731
+    return float(np.abs(cdf(a) - cdf(b)).max())
+
+
+@pytest.mark.parametrize(("height", "width", "scale"), [(300, 400, (0.25, 1.0)), (375, 500, (0.05, 0.25)), (900, 120, (0.25, 1.0))])
+def test_crop_boxes_follow_random_resized_crop(height, width, scale):
+    view = ViewPolicy(96, scale)
+    boxes = sample_crop_boxes(torch.full((N,), height), torch.full((N,), width), view, torch.Generator().manual_seed(0))
+    x1, y1, x2, y2 = boxes.double().unbind(1)
+    assert (x1 >= 0).all() and (y1 >= 0).all() and (x2 <= width).all() and (y2 <= height).all()
+    assert torch.equal(boxes, boxes.round())
+    torch.manual_seed(0)
+    ref = np.array([RandomResizedCrop.get_params(torch.empty(3, height, width), list(scale), [3 / 4, 4 / 3]) for _ in range(N)])
+    ours_area, ref_area = ((x2 - x1) * (y2 - y1)).numpy() / (height * width), ref[:, 2] * ref[:, 3] / (height * width)
+    ours_aspect, ref_aspect = np.log(((x2 - x1) / (y2 - y1)).numpy()), np.log(ref[:, 3] / ref[:, 2])
+    critical = 1.63 * math.sqrt(2 / N)  # alpha = 0.01
+    assert _ks(ours_area, ref_area) < critical and _ks(ours_aspect, ref_aspect) < critical
+    ours_left = (x1 / (width - (x2 - x1) + 1)).numpy()  # position uniform over the free range
+    assert abs(ours_left.mean() - 0.5) < 0.03 or (x2 - x1 == width).all()
+
+
+def test_coins_match_the_policy_probabilities():
+    n = 20000
+    policy = MultiCropPolicy.mokd(224, 96, (0.25, 1.0), (0.05, 0.25), 8)
+    sizes = torch.full((n,), 400)
+    for view in policy.views()[:3]:
+        p = sample_view_params(sizes, sizes, view, torch.Generator().manual_seed(1))
+        for flag, prob in (("flip", view.flip_p), ("jitter", view.jitter_p), ("gray", view.grayscale_p),
+                           ("blur", view.blur_p), ("solarize", view.solarize_p)):
+            rate = getattr(p, flag).double().mean().item()
+            assert abs(rate - prob) <= 4 * math.sqrt(prob * (1 - prob) / n) + 1e-12, (flag, rate, prob)
+        b, c, s, h = view.jitter
+        lows, highs = torch.tensor([1 - b, 1 - c, 1 - s, -h]), torch.tensor([1 + b, 1 + c, 1 + s, h])
+        assert (p.factors >= lows).all() and (p.factors <= highs).all()
+        assert (p.sigma >= view.blur_sigma[0]).all() and (p.sigma <= view.blur_sigma[1]).all()
+        assert torch.equal(p.order.sort(dim=1).values, torch.arange(4).expand(n, 4))
+    g1, g2, local = policy.views()[:3]
+    assert g1.blur_p == 1.0 and g1.solarize_p == 0 and g2.solarize_p == 0.2 and local.solarize_p == 0
+
+
+def test_photometric_ops_equal_torchvision():
+    gen = torch.Generator().manual_seed(2)
+    x = torch.rand(6, 3, 20, 24, generator=gen)
+    factors = torch.tensor([0.6, 0.9, 1.0, 1.2, 1.4, 0.7])
+    shifts = torch.tensor([-0.1, -0.03, 0.0, 0.02, 0.07, 0.1])
+    for i in range(6):
+        one = x[i : i + 1]
+        for ours, ref in ((adjust_brightness, TF.adjust_brightness), (adjust_contrast, TF.adjust_contrast),
+                          (adjust_saturation, TF.adjust_saturation)):
+            torch.testing.assert_close(ours(x, factors)[i : i + 1], ref(one, factors[i].item()), rtol=0, atol=1e-6)
+        torch.testing.assert_close(adjust_hue(x, shifts)[i : i + 1], TF.adjust_hue(one, shifts[i].item()), rtol=0, atol=1e-5)
+    torch.testing.assert_close(grayscale(x), TF.rgb_to_grayscale(x), rtol=0, atol=1e-6)
+    sigmas = torch.tensor([0.1, 0.5, 1.0, 1.5, 2.0, 0.3])
+    blurred = gaussian_blur(x, sigmas, max_sigma=2.0)
+    for i in range(6):
+        ref = TF.gaussian_blur(x[i : i + 1], kernel_size=[13, 13], sigma=[sigmas[i].item()] * 2)
+        torch.testing.assert_close(blurred[i : i + 1], ref, rtol=0, atol=1e-5)
+
+
+def test_a_full_image_crop_is_a_resize():
+    image = torch.linspace(0, 1, 120 * 160).view(1, 1, 120, 160).expand(1, 3, 120, 160).contiguous()
+    plain = ViewPolicy(64, (1.0, 1.0), ratio=(160 / 120, 160 / 120), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0)
+    params = sample_view_params(torch.tensor([120]), torch.tensor([160]), plain, torch.Generator().manual_seed(0))
+    assert params.boxes.tolist() == [[0.0, 0.0, 160.0, 120.0]]
+    zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
+    out = make_views(image, [params], [plain], zero, one)
+    ref = TF.resize(image, [64, 64], antialias=True)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0.01)
+
+
+def test_batched_multicrop_delivers_the_batch_contract():
+    policy = MultiCropPolicy.mokd(32, 16, (0.25, 1.0), (0.05, 0.25), 3)
+    gen = torch.Generator().manual_seed(3)
+    canvas = torch.randint(0, 256, (5, 3, 60, 70), dtype=torch.uint8, generator=gen)
+    heights, widths = torch.tensor([60, 50, 41, 60, 33]), torch.tensor([70, 70, 20, 35, 64])
+    crops = BatchedMultiCrop(policy, torch.device("cpu"), channels_last=True)
+    batch = crops(canvas, heights, widths, torch.Generator().manual_seed(7))
+    again = crops(canvas, heights, widths, torch.Generator().manual_seed(7))
+    assert batch.global_crops.shape == (10, 3, 32, 32) and batch.local_crops.shape == (15, 3, 16, 16)
+    assert batch.global_crops.dtype == torch.float32
+    assert batch.global_crops.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(batch.global_crops, again.global_crops) and torch.equal(batch.local_crops, again.local_crops)
+    lo = (0 - torch.tensor(policy.mean)) / torch.tensor(policy.std)
+    hi = (1 - torch.tensor(policy.mean)) / torch.tensor(policy.std)
+    per_channel = batch.local_crops.permute(1, 0, 2, 3).reshape(3, -1)
+    assert (per_channel.min(1).values >= lo - 1e-5).all() and (per_channel.max(1).values <= hi + 1e-5).all()
+    # A crop only sees its own image: a sample whose image is black stays black before normalisation.
+    canvas[2] = 0
+    black = crops(canvas, heights, widths, torch.Generator().manual_seed(7))
+    raw = black.local_crops * torch.tensor(policy.std).view(1, 3, 1, 1) + torch.tensor(policy.mean).view(1, 3, 1, 1)
+    assert raw[[2, 7, 12]].abs().max() < 1e-5
+
+
+def test_enlarged_crops_never_see_the_canvas_beyond_their_image():
+    small = ViewPolicy(48, (0.05, 0.1), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0)
+    policy = MultiCropPolicy(global_views=(small, small), local_view=small, local_crops_number=2)
+    canvas = torch.full((4, 3, 64, 64), 255, dtype=torch.uint8)  # beyond the images: white
+    heights, widths = torch.tensor([20, 33, 64, 10]), torch.tensor([25, 64, 17, 12])
+    for b in range(4):
+        canvas[b, :, : heights[b], : widths[b]] = 40
+    batch = BatchedMultiCrop(policy, torch.device("cpu"))(canvas, heights, widths, torch.Generator().manual_seed(0))
+    std, mean = torch.tensor(policy.std).view(1, 3, 1, 1), torch.tensor(policy.mean).view(1, 3, 1, 1)
+    for crops in (batch.global_crops, batch.local_crops):
+        torch.testing.assert_close(crops * std + mean, torch.full_like(crops, 40 / 255), rtol=0, atol=1e-5)
