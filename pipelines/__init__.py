@@ -1,9 +1,10 @@
 """Multi-crop data pipelines; every backend yields ``pipelines.batch.MultiCropBatch``."""
 
+from pipelines.ffcv import FFCVPipeline
 from pipelines.policy import MultiCropPolicy
 from pipelines.torchvision import TorchvisionPipeline
 
 # --pipeline name -> class taking (data_path, policy, batch_size, world_size, rank, seed, num_workers, device)
-PIPELINES = {"torchvision": TorchvisionPipeline}
+PIPELINES = {"torchvision": TorchvisionPipeline, "ffcv": FFCVPipeline}
 
-__all__ = ["PIPELINES", "MultiCropPolicy", "TorchvisionPipeline"]
+__all__ = ["PIPELINES", "FFCVPipeline", "MultiCropPolicy", "TorchvisionPipeline"]

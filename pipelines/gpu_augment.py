@@ -213,7 +213,7 @@ def make_views(
     index = torch.arange(batch, device=canvas.device, dtype=canvas.dtype)
     boxes = torch.cat([torch.cat([index[:, None], p.boxes.to(canvas.dtype)], dim=1) for p in params])  # [V*B, 5]
     x = roi_align(canvas, boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True).clamp_(0.0, 1.0)
-    cat = lambda name: torch.cat([getattr(p, name) for p in params])  # noqa: E731 - [V*B, ...] per field
+    cat = lambda name: torch.cat([getattr(p, name) for p in params])
     x = torch.where(_per_sample(cat("flip")), x.flip(-1), x)
     x = torch.where(_per_sample(cat("jitter")), color_jitter(x, cat("factors"), cat("order")), x)
     x = torch.where(_per_sample(cat("gray")), grayscale(x).expand_as(x), x)

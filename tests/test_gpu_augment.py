@@ -9,8 +9,16 @@ import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import RandomResizedCrop
 
 from pipelines.gpu_augment import (
-    BatchedMultiCrop, adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, gaussian_blur, grayscale,
-    make_views, sample_crop_boxes, sample_view_params,
+    BatchedMultiCrop,
+    adjust_brightness,
+    adjust_contrast,
+    adjust_hue,
+    adjust_saturation,
+    gaussian_blur,
+    grayscale,
+    make_views,
+    sample_crop_boxes,
+    sample_view_params,
 )
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 
@@ -20,7 +28,7 @@ N = 4000
 def _ks(a: np.ndarray, b: np.ndarray) -> float:
     """Two-sample Kolmogorov-Smirnov statistic."""
     grid = np.sort(np.concatenate([a, b]))
-    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)  # noqa: E731
+    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)
     return float(np.abs(cdf(a) - cdf(b)).max())
 
 
