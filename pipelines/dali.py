@@ -1,0 +1,171 @@
+"""DALI pipeline: shards from ``tools/convert_dataset.py --format dali``, decoded once, every view made by DALI.
+
+With a GPU the JPEGs are decoded by nvJPEG (device "mixed") and every view is cropped, flipped,
+colour-jittered, blurred, solarized and normalised on the GPU; batches reach PyTorch as CUDA tensors
+without a host round trip. Without one the same graph runs on DALI's CPU operators
+(``device_id=None``). Per-sample probabilities use DALI conditionals (``if coin_flip(...)``).
+
+Differences from the reference pipeline, by construction of DALI's operators: the colour jitter runs
+contrast (around each image's mean gray), then brightness (``fn.brightness_contrast``), then hue and
+saturation (``fn.hsv``) in that fixed order rather than torchvision's random per-sample order; the
+shuffle is DALI's reader buffer, not a full permutation. Factor ranges and probabilities are the
+policy's.
+
+Each epoch builds its pipeline from a seed of (seed, rank, epoch) and takes exactly ``len(self)``
+batches from this rank's shard of the samples, so every rank runs the same number of steps and a
+resumed run redraws the same batches.
+"""
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mokd_fast.errors import UsageError
+from pipelines.batch import MultiCropBatch
+from pipelines.policy import MultiCropPolicy, ViewPolicy
+from pipelines.torchvision import sample_seed
+
+CONVERT_HINT = "convert the ImageFolder first: python tools/convert_dataset.py SRC OUT --format dali, then --data_path OUT"
+INSTALL_DALI = "DALI is not installed: pip install nvidia-dali-cuda130 (./run.sh test installs it)"
+LABEL_BYTES = 12  # decimal label text is padded to this many bytes to make a dense tensor
+
+
+def _import_dali():
+    try:
+        from nvidia import dali
+        from nvidia.dali import fn, types
+    except ImportError as err:
+        raise UsageError(f"{INSTALL_DALI} ({err})") from err
+    return dali, fn, types
+
+
+def _shards(data_path: Path) -> tuple[list[str], list[str], int]:
+    """Tar and index paths of a conversion output folder, and its sample count."""
+    import json
+
+    report = data_path / "report.json"
+    if not data_path.is_dir() or not report.exists():
+        raise UsageError(f"--pipeline dali reads a shard folder written by the converter, but --data_path is "
+                         f"{data_path}; {CONVERT_HINT}")
+    info = json.loads(report.read_text())
+    if info.get("format") != "dali":
+        raise UsageError(f"--data_path {data_path} holds a {info.get('format')} conversion; {CONVERT_HINT}")
+    tars = [str(data_path / s) for s in info["shards"]]
+    return tars, [t[:-4] + ".idx" for t in tars], int(info["converted"])
+
+
+def _view(fn, types, images, view: ViewPolicy, mean: list[float], std: list[float], channels_last: bool):
+    """One view of every image in the batch (DALI graph; runs where ``images`` live)."""
+    out = fn.random_resized_crop(images, size=[view.size, view.size], random_area=list(view.scale),
+                                 random_aspect_ratio=list(view.ratio), interp_type=types.INTERP_CUBIC, antialias=True)
+    b, c, s, h = view.jitter
+    if fn.random.coin_flip(probability=view.jitter_p, dtype=types.BOOL):
+        gray_mean = fn.reductions.mean(fn.color_space_conversion(out, image_type=types.RGB, output_type=types.GRAY))
+        out = fn.brightness_contrast(out, brightness=fn.random.uniform(range=[max(0.0, 1 - b), 1 + b]),
+                                     contrast=fn.random.uniform(range=[max(0.0, 1 - c), 1 + c]),
+                                     contrast_center=gray_mean)
+        out = fn.hsv(out, hue=fn.random.uniform(range=[-360 * h, 360 * h]),
+                     saturation=fn.random.uniform(range=[max(0.0, 1 - s), 1 + s]))
+    if fn.random.coin_flip(probability=view.grayscale_p, dtype=types.BOOL):
+        gray = fn.color_space_conversion(out, image_type=types.RGB, output_type=types.GRAY)
+        out = fn.cat(gray, gray, gray, axis=2)
+    if view.blur_p > 0:
+        if fn.random.coin_flip(probability=view.blur_p, dtype=types.BOOL):
+            radius = math.ceil(3 * view.blur_sigma[1])
+            out = fn.gaussian_blur(out, sigma=fn.random.uniform(range=list(view.blur_sigma)), window_size=2 * radius + 1)
+    if view.solarize_p > 0:
+        if fn.random.coin_flip(probability=view.solarize_p, dtype=types.BOOL):
+            above = fn.cast(out >= view.solarize_threshold, dtype=types.UINT8)  # 1 where inverted
+            out = fn.cast(above * (255 - out) + (1 - above) * out, dtype=types.UINT8)
+    return fn.crop_mirror_normalize(out, mirror=fn.random.coin_flip(probability=view.flip_p), mean=mean, std=std,
+                                    dtype=types.FLOAT, output_layout="HWC" if channels_last else "CHW")
+
+
+class DALIPipeline:
+    """Yields ``MultiCropBatch`` es from DALI webdataset shards.
+
+    Args:
+        data_path: Output folder of ``tools/convert_dataset.py --format dali``.
+        policy: The multi-crop policy.
+        batch_size: Images per step on this rank.
+        world_size: Number of ranks (each reads shard ``rank`` of ``world_size`` of the samples).
+        rank: This rank.
+        seed: Seed of the shuffle and augmentations (mixed with rank and epoch).
+        num_workers: DALI CPU threads.
+        device: CUDA (nvJPEG decode, GPU ops) or CPU.
+        channels_last: Deliver channels-last crops.
+        prefetch: Batches DALI prepares ahead of the step.
+    """
+
+    def __init__(self, data_path: str | Path, policy: MultiCropPolicy, batch_size: int, world_size: int, rank: int,
+                 seed: int, num_workers: int, device: torch.device, channels_last: bool = False,
+                 prefetch: int = 2) -> None:
+        self.dali, self.fn, self.types = _import_dali()
+        self.tars, self.indexes, self.num_images = _shards(Path(data_path))
+        self.policy, self.batch_size, self.world_size, self.rank = policy, batch_size, world_size, rank
+        self.seed, self.num_workers, self.device = seed, max(1, num_workers), device
+        self.channels_last, self.prefetch = channels_last, prefetch
+        self.batches_per_epoch = (self.num_images // world_size) // batch_size
+        if self.batches_per_epoch == 0:
+            raise UsageError(f"--batch_size_per_gpu {batch_size} x {world_size} process(es) needs more images than "
+                             f"{data_path} holds ({self.num_images}); lower the batch size")
+
+    def __len__(self) -> int:
+        """Batches per epoch on every rank."""
+        return self.batches_per_epoch
+
+    def _build(self, epoch: int):
+        fn, types = self.fn, self.types
+        mean = [255 * m for m in self.policy.mean]
+        std = [255 * s for s in self.policy.std]
+        gpu = self.device.type == "cuda"
+
+        @self.dali.pipeline_def(enable_conditionals=True)
+        def graph():
+            jpg, cls = fn.readers.webdataset(
+                paths=self.tars, index_paths=self.indexes, ext=["jpg", "cls"], random_shuffle=True,
+                shard_id=self.rank, num_shards=self.world_size, missing_component_behavior="error", name="reader")
+            images = fn.decoders.image(jpg, device="mixed" if gpu else "cpu", output_type=types.RGB)
+            views = [_view(fn, types, images, v, mean, std, self.channels_last) for v in self.policy.views()]
+            return (*views, fn.pad(cls, shape=[LABEL_BYTES], fill_value=0))
+
+        pipe = graph(batch_size=self.batch_size, num_threads=self.num_workers,
+                     device_id=(self.device.index or 0) if gpu else None,
+                     seed=sample_seed(self.seed, self.rank, epoch, 0) % (2**31), prefetch_queue_depth=self.prefetch)
+        pipe.build()
+        return pipe
+
+    def _to_torch(self, tensor_list) -> torch.Tensor:
+        dense = tensor_list.as_tensor()
+        # On the GPU DLPack hands DALI's memory over without a copy; DALI reuses its buffers, hence the clone.
+        out = torch.from_dlpack(dense).clone() if self.device.type == "cuda" else torch.from_numpy(np.array(dense))
+        return out.permute(0, 3, 1, 2) if self.channels_last and out.ndim == 4 else out
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[MultiCropBatch]:
+        """The batches of ``epoch`` from batch ``start_batch`` on (earlier ones are drawn and dropped)."""
+        pipe = self._build(epoch)
+        n_global = 2
+        for i in range(self.batches_per_epoch):
+            outputs = pipe.run()
+            if i < start_batch:
+                continue
+            views = [self._to_torch(t) for t in outputs[:-1]]
+            global_crops = torch.cat(views[:n_global]).contiguous(
+                memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            local_crops = torch.cat(views[n_global:]).contiguous(
+                memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            yield MultiCropBatch(global_crops, local_crops, _labels(self._to_torch(outputs[-1]).to(self.device)))
+        del pipe
+
+
+def _labels(text: torch.Tensor) -> torch.Tensor:
+    """``[B]`` int64 from ``[B, LABEL_BYTES]`` zero-padded ASCII decimal labels."""
+    digits = text.long() - ord("0")
+    valid = text > 0
+    length = valid.sum(dim=1, keepdim=True)
+    position = torch.arange(text.shape[1], device=text.device).unsqueeze(0)
+    powers = torch.where(valid, 10 ** (length - 1 - position).clamp(min=0), torch.zeros_like(digits))
+    return (digits * powers).sum(dim=1)
