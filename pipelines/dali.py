@@ -62,13 +62,15 @@ def _view(fn, types, images, view: ViewPolicy, mean: list[float], std: list[floa
     out = fn.random_resized_crop(images, size=[view.size, view.size], random_area=list(view.scale),
                                  random_aspect_ratio=list(view.ratio), interp_type=types.INTERP_CUBIC, antialias=True)
     b, c, s, h = view.jitter
+
+    def factor(low: float, high: float, neutral: float):  # DALI's uniform needs a non-empty range
+        return fn.random.uniform(range=[low, high]) if high > low else neutral
+
     if fn.random.coin_flip(probability=view.jitter_p, dtype=types.BOOL):
         gray_mean = fn.reductions.mean(fn.color_space_conversion(out, image_type=types.RGB, output_type=types.GRAY))
-        out = fn.brightness_contrast(out, brightness=fn.random.uniform(range=[max(0.0, 1 - b), 1 + b]),
-                                     contrast=fn.random.uniform(range=[max(0.0, 1 - c), 1 + c]),
-                                     contrast_center=gray_mean)
-        out = fn.hsv(out, hue=fn.random.uniform(range=[-360 * h, 360 * h]),
-                     saturation=fn.random.uniform(range=[max(0.0, 1 - s), 1 + s]))
+        out = fn.brightness_contrast(out, brightness=factor(max(0.0, 1 - b), 1 + b, 1.0),
+                                     contrast=factor(max(0.0, 1 - c), 1 + c, 1.0), contrast_center=gray_mean)
+        out = fn.hsv(out, hue=factor(-360 * h, 360 * h, 0.0), saturation=factor(max(0.0, 1 - s), 1 + s, 1.0))
     if fn.random.coin_flip(probability=view.grayscale_p, dtype=types.BOOL):
         gray = fn.color_space_conversion(out, image_type=types.RGB, output_type=types.GRAY)
         out = fn.cat(gray, gray, gray, axis=2)
@@ -127,7 +129,8 @@ class DALIPipeline:
         def graph():
             jpg, cls = fn.readers.webdataset(
                 paths=self.tars, index_paths=self.indexes, ext=["jpg", "cls"], random_shuffle=True,
-                shard_id=self.rank, num_shards=self.world_size, missing_component_behavior="error", name="reader")
+                # Rotating the shard with the epoch gives each rank a different part every epoch.
+                shard_id=(self.rank + epoch) % self.world_size, num_shards=self.world_size, missing_component_behavior="error", name="reader")
             images = fn.decoders.image(jpg, device="mixed" if gpu else "cpu", output_type=types.RGB)
             views = [_view(fn, types, images, v, mean, std, self.channels_last) for v in self.policy.views()]
             return (*views, fn.pad(cls, shape=[LABEL_BYTES], fill_value=0))
