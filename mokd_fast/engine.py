@@ -35,7 +35,7 @@ from mokd_fast.train_state import (
     load_checkpoint,
     restore_rng,
 )
-from pipelines import PIPELINES, MultiCropPolicy
+from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
 from pipelines.batch import MultiCropBatch
 
 AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -89,8 +89,9 @@ class Trainer:
 
         policy = MultiCropPolicy.mokd(method.global_size, method.local_size, cfg.global_crops_scale,
                                       cfg.local_crops_scale, method.local_crops_number)
-        self.pipeline = PIPELINES[cfg.pipeline](cfg.data_path, policy, cfg.batch_size_per_gpu, ctx.world_size,
-                                                ctx.rank, cfg.seed, cfg.num_workers, ctx.device)
+        self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path)
+        self.pipeline = PIPELINES[self.pipeline_name](data_path, policy, cfg.batch_size_per_gpu, ctx.world_size,
+                                                      ctx.rank, cfg.seed, cfg.num_workers, ctx.device)
         self.iters_per_epoch = len(self.pipeline)
         total = method.epochs * self.iters_per_epoch
         self.end_step = min(total, cfg.max_steps) if cfg.max_steps else total
@@ -221,7 +222,8 @@ class Trainer:
         n_vit = sum(p.numel() for p in self.model.students.vit.parameters())
         log.message(
             f"MOKD {self.method.arch_cnn} ({n_cnn / 1e6:.1f}M) + {self.method.arch_vit} ({n_vit / 1e6:.1f}M) on "
-            f"{self.ctx.world_size} x {self.ctx.device.type}, {self.precision}; {self.pipeline.num_images} images, "
+            f"{self.ctx.world_size} x {self.ctx.device.type}, {self.precision}; {self.pipeline_name} pipeline, "
+            f"{self.pipeline.num_images} images, "
             f"{self.iters_per_epoch} steps/epoch of {self.cfg.batch_size_per_gpu} x {self.ctx.world_size}, crops "
             f"2x{self.method.global_size} + {self.method.local_crops_number}x{self.method.local_size}; "
             f"steps {self.start_step} -> {self.end_step}; output {self.out}"

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 from mokd_fast.settings import setting
 
-PIPELINES = ("torchvision", "ffcv", "dali")
+PIPELINES = ("auto", "torchvision", "ffcv", "dali")
 OPTIMIZERS = ("adamw", "sgd", "lars")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -24,8 +24,8 @@ class TrainConfig:
     output_dir: str = setting(".", "Where checkpoints, log.jsonl, TensorBoard events and config.yaml go.")
     saveckp_freq: int = setting(10, "Keep checkpoint{epoch:04}.pth every this many epochs (and after the last).")
     pipeline: str = setting(
-        "torchvision", "Data pipeline: torchvision reads an ImageFolder; ffcv a .beton and dali a shard folder, both "
-        "from tools/convert_dataset.py.",
+        "auto", "Data pipeline: torchvision reads an ImageFolder; ffcv a .beton and dali a shard folder, both from "
+        "tools/convert_dataset.py; auto picks the one --data_path was converted for.",
         choices=PIPELINES)
     global_crops_scale: tuple[float, float] = setting(
         (0.4, 1.0), "Area range of the global crops relative to the image (MOKD's paper recipe: 0.25 1).")

@@ -10,7 +10,8 @@ sent to the device without blocking); the pixel work is plain torch with no data
   down-scaling);
 - flip, colour jitter (per-sample factors and per-sample random order, as torchvision's
   ``ColorJitter``), grayscale, Gaussian blur (per-sample sigma, separable grouped convolution) and
-  solarize, each applied where its per-sample coin says so (``torch.where`` masks);
+  solarize, each run only on the samples its coin selected (indices known on the host, so no sync),
+  or with ``gather=False`` on the whole batch under ``torch.where`` masks (fixed shapes);
 - normalisation and, if asked, channels-last.
 
 The crop draws follow ``RandomResizedCrop.get_params`` (ten tries of area and log-aspect, then the
@@ -57,8 +58,6 @@ class ViewParams:
     sigma: torch.Tensor
     solarize: torch.Tensor
 
-    def to(self, device: torch.device) -> "ViewParams":
-        return ViewParams(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
 
 def _uniform(gen: torch.Generator, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
@@ -190,6 +189,12 @@ def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, max_sigma: float) -> tor
     return flat.view(n, c, h, w)
 
 
+def _subset(mask: torch.Tensor, device: torch.device) -> torch.Tensor | None:
+    """Device indices of the samples a host-side coin selected (None when none did); no host sync."""
+    idx = mask.nonzero()[:, 0]
+    return idx.to(device, non_blocking=True) if len(idx) else None
+
+
 def make_views(
     canvas: torch.Tensor,
     params: list[ViewParams],
@@ -197,32 +202,53 @@ def make_views(
     mean: torch.Tensor,
     std: torch.Tensor,
     channels_last: bool = False,
+    gather: bool = True,
 ) -> torch.Tensor:
     """All views of one resolution group, view-major: ``[V * B, 3, S, S]`` normalised float.
 
     Args:
         canvas: ``[B, 3, Hc, Wc]`` float in [0, 1] (images top-left, sizes in the params' boxes).
-        params: Per-view parameters (on ``canvas``'s device).
+        params: Per-view parameters, on the host.
         views: Per-view policies; all of one output size.
         mean: ``[1, 3, 1, 1]`` normalisation mean.
         std: ``[1, 3, 1, 1]`` normalisation std.
         channels_last: Return channels-last memory.
+        gather: Run each photometric op only on the samples whose coin selected it (indices from the
+            host-side parameters, so no sync). False runs every op on the whole batch and selects
+            with masks: fixed shapes for ``torch.compile``, more arithmetic. Both give the same result.
     """
-    size = views[0].size
-    batch = canvas.shape[0]
-    index = torch.arange(batch, device=canvas.device, dtype=canvas.dtype)
+    device, size, batch = canvas.device, views[0].size, canvas.shape[0]
+    index = torch.arange(batch, dtype=canvas.dtype)
     boxes = torch.cat([torch.cat([index[:, None], p.boxes.to(canvas.dtype)], dim=1) for p in params])  # [V*B, 5]
-    x = roi_align(canvas, boxes, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True).clamp_(0.0, 1.0)
-    cat = lambda name: torch.cat([getattr(p, name) for p in params])
-    x = torch.where(_per_sample(cat("flip")), x.flip(-1), x)
-    x = torch.where(_per_sample(cat("jitter")), color_jitter(x, cat("factors"), cat("order")), x)
-    x = torch.where(_per_sample(cat("gray")), grayscale(x).expand_as(x), x)
+    x = roi_align(canvas, boxes.to(device, non_blocking=True), (size, size), spatial_scale=1.0, sampling_ratio=-1,
+                  aligned=True).clamp_(0.0, 1.0)
+
+    def cat(name: str) -> torch.Tensor:  # one field of every view, [V*B, ...], on the host
+        return torch.cat([getattr(p, name) for p in params])
+
+    def apply(mask: torch.Tensor, op, *args: torch.Tensor) -> None:
+        """x <- op(x) where the host-side ``mask`` is set."""
+        nonlocal x
+        if gather:
+            idx = _subset(mask, device)
+            if idx is not None:
+                x[idx] = op(x[idx], *[a[mask].to(device, non_blocking=True) for a in args])
+        else:
+            on = _per_sample(mask.to(device, non_blocking=True))
+            x = torch.where(on, op(x, *[a.to(device, non_blocking=True) for a in args]), x)
+
+    apply(cat("flip"), lambda t: t.flip(-1))
+    jitter, factors, order = cat("jitter"), cat("factors"), cat("order")
+    for stage in range(4):  # each sample's own order of the four ops, as torchvision's ColorJitter
+        for op_id, op in enumerate(JITTER_OPS):
+            apply(jitter & (order[:, stage] == op_id), op, factors[:, op_id])
+    apply(cat("gray"), lambda t: grayscale(t).expand_as(t))
     if any(v.blur_p > 0 for v in views):
         max_sigma = max(v.blur_sigma[1] for v in views)
-        x = torch.where(_per_sample(cat("blur")), gaussian_blur(x, cat("sigma"), max_sigma), x)
+        apply(cat("blur"), lambda t, sigma: gaussian_blur(t, sigma, max_sigma), cat("sigma"))
     if any(v.solarize_p > 0 for v in views):
         threshold = views[0].solarize_threshold / 255.0
-        x = torch.where(_per_sample(cat("solarize")) & (x >= threshold), 1.0 - x, x)
+        apply(cat("solarize"), lambda t: torch.where(t >= threshold, 1.0 - t, t))
     x = (x - mean) / std
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -249,22 +275,25 @@ class BatchedMultiCrop:
         policy: The multi-crop policy.
         device: Where the views are made.
         channels_last: Deliver channels-last crops.
+        gather: See ``make_views`` (speed switch; False is the compile-friendly masked form).
     """
 
-    def __init__(self, policy: MultiCropPolicy, device: torch.device, channels_last: bool = False) -> None:
+    def __init__(self, policy: MultiCropPolicy, device: torch.device, channels_last: bool = False,
+                 gather: bool = True) -> None:
         self.policy = policy
         self.views = policy.views()
         self.device = device
         self.channels_last = channels_last
+        self.gather = gather
         self.mean = torch.tensor(policy.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(policy.std, device=device).view(1, 3, 1, 1)
 
     def __call__(self, canvas: torch.Tensor, heights: torch.Tensor, widths: torch.Tensor,
                  gen: torch.Generator) -> MultiCropBatch:
         """``canvas`` ``[B, 3, Hc, Wc]`` uint8 on the device; ``heights``/``widths`` ``[B]`` on the host."""
-        params = [sample_view_params(heights, widths, v, gen).to(self.device) for v in self.views]
+        params = [sample_view_params(heights, widths, v, gen) for v in self.views]
         x = canvas.float().div_(255.0)
         _replicate_edges(x, heights.to(self.device, non_blocking=True), widths.to(self.device, non_blocking=True))
-        groups = [make_views(x, params[s], self.views[s], self.mean, self.std, self.channels_last)
+        groups = [make_views(x, params[s], self.views[s], self.mean, self.std, self.channels_last, self.gather)
                   for s in (slice(0, 2), slice(2, None))]
         return MultiCropBatch(*groups)

@@ -47,8 +47,9 @@ def open_image_folder(data_path: str | Path) -> ImageFolder:
     layout = "an ImageFolder root: <root>/<class>/<image>.jpg (JPEG, PNG, ...)"
     if not str(data_path):
         raise UsageError(f"--data_path is required: {layout}")
-    if root.is_file() and root.suffix == ".beton":
-        raise UsageError(f"--data_path {root} is an FFCV file; use --pipeline ffcv (torchvision reads an ImageFolder)")
+    if (root.is_file() and root.suffix == ".beton") or (root / "report.json").is_file():
+        raise UsageError(f"--data_path {root} is a tools/convert_dataset.py output; use --pipeline auto (or ffcv/dali); "
+                         "the torchvision pipeline reads an ImageFolder")
     if not root.is_dir():
         raise UsageError(f"--data_path {root} does not exist or is not a directory; expected {layout}")
     try:

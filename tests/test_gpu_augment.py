@@ -132,3 +132,15 @@ def test_enlarged_crops_never_see_the_canvas_beyond_their_image():
     std, mean = torch.tensor(policy.std).view(1, 3, 1, 1), torch.tensor(policy.mean).view(1, 3, 1, 1)
     for crops in (batch.global_crops, batch.local_crops):
         torch.testing.assert_close(crops * std + mean, torch.full_like(crops, 40 / 255), rtol=0, atol=1e-5)
+
+
+def test_gathered_and_masked_forms_give_the_same_views():
+    policy = MultiCropPolicy.mokd(32, 16, (0.25, 1.0), (0.05, 0.25), 4)
+    gen = torch.Generator().manual_seed(4)
+    canvas = torch.randint(0, 256, (6, 3, 50, 60), dtype=torch.uint8, generator=gen)
+    heights, widths = torch.tensor([50, 40, 31, 50, 25, 48]), torch.tensor([60, 60, 22, 41, 60, 33])
+    cpu = torch.device("cpu")
+    a = BatchedMultiCrop(policy, cpu, gather=True)(canvas, heights, widths, torch.Generator().manual_seed(9))
+    b = BatchedMultiCrop(policy, cpu, gather=False)(canvas, heights, widths, torch.Generator().manual_seed(9))
+    torch.testing.assert_close(a.global_crops, b.global_crops, rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.local_crops, b.local_crops, rtol=0, atol=1e-5)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Benchmarks (never tests): ``python tools/benchmark.py convert ...``.
+"""Benchmarks (never tests): ``python tools/benchmark.py --mode {convert,data} ...``.
 
+``data``: delivered multi-crop samples/s (and crops/s) of a pipeline on the device.
 ``convert``: images/s of tools/convert_dataset.py for each format and worker count, over a folder of
 ImageNet-sized JPEGs made from the photographs bundled with scikit-image, and the output sizes.
 Writes a JSON record (command, machine, date, figures).
@@ -67,16 +68,60 @@ def bench_convert(args: argparse.Namespace) -> dict:
         shutil.rmtree(work)
 
 
+def bench_data(args: argparse.Namespace) -> dict:
+    """Delivered multi-crop batches per second on the device, after a warm-up (compilation, workers)."""
+    import torch
+
+    from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
+
+    device = torch.device(args.device)
+    name, data = resolve_pipeline(args.pipeline, args.data)
+    policy = MultiCropPolicy.mokd(args.global_size, args.local_size, (0.25, 1.0), (0.05, 0.25), args.local_crops_number)
+    pipe = PIPELINES[name](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device)
+    needed = args.warmup + args.steps
+    batches, epoch, times = 0, 0, []
+    while batches < needed:
+        for batch in pipe.epoch(epoch):
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # the batch is really on the device
+            times.append(time.perf_counter())
+            batches += 1
+            if batches == needed:
+                break
+        epoch += 1
+    seconds = times[-1] - times[args.warmup - 1] if args.warmup else times[-1] - times[0]
+    steps = args.steps if args.warmup else args.steps - 1
+    samples = steps * args.batch_size_per_gpu
+    return {"pipeline": name, "device": str(device), "batch_size_per_gpu": args.batch_size_per_gpu,
+            "global_size": args.global_size, "local_size": args.local_size,
+            "local_crops_number": args.local_crops_number, "num_workers": args.num_workers, "steps": steps,
+            "seconds": round(seconds, 3), "samples_per_s": round(samples / seconds, 2),
+            "crops_per_s": round(samples * (2 + args.local_crops_number) / seconds, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__)
-    sub = parser.add_subparsers(dest="mode", required=True)
-    conv = sub.add_parser("convert", help="dataset conversion throughput")
-    conv.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--mode", required=True, choices=["convert", "data"])
+    parser.add_argument("--json", type=Path, default=None, help="where to write the record")
+    conv = parser.add_argument_group("--mode convert")
+    conv.add_argument("--images", type=int, default=2000, help="ImageNet-sized JPEGs to make and convert")
     conv.add_argument("--formats", nargs="+", default=["dali", "ffcv"], choices=["dali", "ffcv"])
     conv.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    conv.add_argument("--json", type=Path, default=None, help="where to write the record")
+    data = parser.add_argument_group("--mode data")
+    data.add_argument("--pipeline", default="auto", choices=["auto", "torchvision", "ffcv", "dali"])
+    data.add_argument("--data", default=None, help="ImageFolder, .beton or shard folder")
+    data.add_argument("--batch_size_per_gpu", type=int, default=64)
+    data.add_argument("--local_crops_number", type=int, default=8)
+    data.add_argument("--global_size", type=int, default=224)
+    data.add_argument("--local_size", type=int, default=96)
+    data.add_argument("--steps", type=int, default=20, help="timed batches")
+    data.add_argument("--warmup", type=int, default=3, help="batches before timing starts")
+    data.add_argument("--num_workers", type=int, default=2)
+    data.add_argument("--device", default="cuda" if _cuda() else "cpu")
     args = parser.parse_args()
-    figures = bench_convert(args)
+    if args.mode == "data" and not args.data:
+        parser.error("--mode data needs --data (an ImageFolder, a .beton or a shard folder)")
+    figures = bench_convert(args) if args.mode == "convert" else bench_data(args)
     record = {"mode": args.mode, "command": "python tools/benchmark.py " + " ".join(sys.argv[1:]),
               "date": date.today().isoformat(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                                             "python": platform.python_version()}, **figures}
@@ -85,6 +130,12 @@ def main() -> int:
         args.json.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
     return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 if __name__ == "__main__":
