@@ -45,3 +45,24 @@ def test_cuda_training_run_resumes_exactly(precision, photo_folder, tmp_path) ->
         for name, value in a[key].items():
             if value.is_floating_point():
                 torch.testing.assert_close(value, b[key][name], rtol=1e-3, atol=1e-3, msg=f"{key}.{name}")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["dali", "ffcv", "torchvision"])
+def test_cuda_pipelines_deliver_on_the_device(backend, photo_folder, tmp_path) -> None:
+    """nvJPEG decode (DALI) and device-side views (FFCV) hand CUDA tensors to the step."""
+    from mokd_fast.convert.cli import main as convert_main
+    from pipelines import PIPELINES, MultiCropPolicy
+
+    data = {"torchvision": photo_folder, "dali": tmp_path / "dali", "ffcv": tmp_path / "ffcv" / "train.beton"}[backend]
+    if backend != "torchvision":
+        assert convert_main([str(photo_folder), str(data if backend == "dali" else data.parent), "--format", backend]) == 0
+    policy = MultiCropPolicy.mokd(64, 32, (0.25, 1.0), (0.05, 0.25), 2)
+    device = torch.device("cuda", 0)
+    pipe = PIPELINES[backend](data, policy, 4, 1, 0, 0, 2, device)
+    batches = list(pipe.epoch(0))
+    assert len(batches) == len(pipe) == 4
+    for batch in batches:
+        assert batch.global_crops.device == device and batch.local_crops.device == device
+        assert batch.global_crops.shape == (8, 3, 64, 64) and batch.local_crops.shape == (8, 3, 32, 32)
+        assert torch.isfinite(batch.global_crops).all() and batch.labels.device == device
