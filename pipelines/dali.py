@@ -16,6 +16,7 @@ batches from this rank's shard of the samples, so every rank runs the same numbe
 resumed run redraws the same batches.
 """
 
+import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,13 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mokd_fast.convert.verify import INSTALL_DALI
 from mokd_fast.errors import UsageError
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 from pipelines.torchvision import sample_seed
 
 CONVERT_HINT = "convert the ImageFolder first: python tools/convert_dataset.py SRC OUT --format dali, then --data_path OUT"
-INSTALL_DALI = "DALI is not installed: pip install nvidia-dali-cuda130 (./run.sh test installs it)"
 LABEL_BYTES = 12  # decimal label text is padded to this many bytes to make a dense tensor
 
 
@@ -38,14 +39,12 @@ def _import_dali():
         from nvidia import dali
         from nvidia.dali import fn, types
     except ImportError as err:
-        raise UsageError(f"{INSTALL_DALI} ({err})") from err
+        raise UsageError(f"DALI is not installed: {INSTALL_DALI} ({err})") from err
     return dali, fn, types
 
 
 def _shards(data_path: Path) -> tuple[list[str], list[str], int]:
     """Tar and index paths of a conversion output folder, and its sample count."""
-    import json
-
     report = data_path / "report.json"
     if not data_path.is_dir() or not report.exists():
         raise UsageError(f"--pipeline dali reads a shard folder written by the converter, but --data_path is "

@@ -1,5 +1,8 @@
-"""Comparison helpers for equivalence tests."""
+"""Shared test helpers: comparisons, a two-sample statistic, a free port for process groups."""
 
+import socket
+
+import numpy as np
 import torch
 
 
@@ -13,3 +16,17 @@ def assert_rel_close(a: torch.Tensor, b: torch.Tensor, rel: float, what: str) ->
     assert a.shape == b.shape, f"{what}: shape {tuple(a.shape)} != {tuple(b.shape)}"
     err = max_rel_err(a, b)
     assert err <= rel, f"{what}: relative error {err:.3g} > {rel:g}"
+
+
+def ks_statistic(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sample Kolmogorov-Smirnov statistic: the largest gap between the empirical CDFs."""
+    grid = np.sort(np.concatenate([a, b]))
+    gap = np.searchsorted(np.sort(a), grid, "right") / len(a) - np.searchsorted(np.sort(b), grid, "right") / len(b)
+    return float(np.abs(gap).max())
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface, for a test's process group."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

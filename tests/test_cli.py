@@ -63,7 +63,7 @@ def test_shipped_recipe_is_the_official_command_with_the_official_head_gains():
     assert cfg.resolved_precision == "fp16"
 
 
-def test_every_shipped_recipe_loads(tmp_path):
+def test_every_shipped_recipe_loads():
     recipes = sorted((REPO / "configs").glob("*.yaml"))
     assert len(recipes) >= 2
     for recipe in recipes:

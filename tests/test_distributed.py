@@ -2,7 +2,6 @@
 
 import copy
 import os
-import socket
 
 import torch
 import torch.distributed as dist
@@ -10,16 +9,10 @@ import torch.multiprocessing as mp
 
 from mokd_fast import LOSS_TERMS, MOKD
 from tests.conftest import random_crops, small_config
-from tests.helpers import max_rel_err
+from tests.helpers import free_port, max_rel_err
 from tests.official_reference import official_losses, official_step
 
 OFFICIAL_ORDER = ("loss_cnn_fn", "loss_cnn_thead_fn", "loss_cnn_ct_fn", "loss_vit_fn", "loss_vit_thead_fn", "loss_vit_ct_fn")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank: int, world: int, port: int, results: dict) -> None:
@@ -53,7 +46,7 @@ def test_fused_centers_match_official_across_two_ranks() -> None:
     world = 2
     with mp.Manager() as manager:
         results = manager.dict()
-        mp.spawn(_worker, args=(world, _free_port(), results), nprocs=world, join=True)
+        mp.spawn(_worker, args=(world, free_port(), results), nprocs=world, join=True)
         results = dict(results)
     assert sorted(results) == [0, 1]
     for rank, res in results.items():

@@ -1,7 +1,6 @@
 """Two gloo processes on CPU: each rank reads a disjoint part of every epoch, with equal batch counts."""
 
 import os
-import socket
 
 import pytest
 import torch
@@ -12,6 +11,7 @@ from PIL import Image
 from mokd_fast.convert.cli import main as convert_main
 from pipelines import PIPELINES
 from pipelines.policy import MultiCropPolicy
+from tests.helpers import free_port
 
 N_IMAGES = 26  # not a multiple of 2 ranks x 4: the tail must be dropped evenly
 POLICY = MultiCropPolicy.mokd(32, 16, (0.25, 1.0), (0.05, 0.25), 2)
@@ -41,9 +41,7 @@ def _worker(rank: int, port: int, backend: str, data, results: dict) -> None:
 
 @pytest.mark.parametrize("backend", ["dali", "ffcv"])
 def test_ranks_read_disjoint_equal_parts(backend, one_class_per_image):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     results = mp.Manager().dict()
     mp.spawn(_worker, args=(port, backend, one_class_per_image[backend], results), nprocs=2)
     for epoch in range(2):

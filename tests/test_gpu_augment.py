@@ -21,15 +21,10 @@ from pipelines.gpu_augment import (
     sample_view_params,
 )
 from pipelines.policy import MultiCropPolicy, ViewPolicy
+from tests.helpers import ks_statistic
 
 N = 4000
 
-
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    """Two-sample Kolmogorov-Smirnov statistic."""
-    grid = np.sort(np.concatenate([a, b]))
-    cdf = lambda x: np.searchsorted(np.sort(x), grid, side="right") / len(x)
-    return float(np.abs(cdf(a) - cdf(b)).max())
 
 
 @pytest.mark.parametrize(("height", "width", "scale"), [(300, 400, (0.25, 1.0)), (375, 500, (0.05, 0.25)), (900, 120, (0.25, 1.0))])
@@ -44,7 +39,7 @@ def test_crop_boxes_follow_random_resized_crop(height, width, scale):
     ours_area, ref_area = ((x2 - x1) * (y2 - y1)).numpy() / (height * width), ref[:, 2] * ref[:, 3] / (height * width)
     ours_aspect, ref_aspect = np.log(((x2 - x1) / (y2 - y1)).numpy()), np.log(ref[:, 3] / ref[:, 2])
     critical = 1.63 * math.sqrt(2 / N)  # alpha = 0.01
-    assert _ks(ours_area, ref_area) < critical and _ks(ours_aspect, ref_aspect) < critical
+    assert ks_statistic(ours_area, ref_area) < critical and ks_statistic(ours_aspect, ref_aspect) < critical
     ours_left = (x1 / (width - (x2 - x1) + 1)).numpy()  # position uniform over the free range
     assert abs(ours_left.mean() - 0.5) < 0.03 or (x2 - x1 == width).all()
 

@@ -17,6 +17,7 @@ from torchvision.transforms import RandomResizedCrop
 from mokd_fast.convert.cli import main as convert_main
 from pipelines import PIPELINES
 from pipelines.policy import MultiCropPolicy, ViewPolicy
+from tests.helpers import ks_statistic
 
 W, H, N_IMAGES = 240, 180, 48
 
@@ -49,10 +50,6 @@ def _crops(backend: str, data, policy: MultiCropPolicy, epochs: int) -> torch.Te
     return torch.cat(out).float()
 
 
-def _ks(a: np.ndarray, b: np.ndarray) -> float:
-    grid = np.sort(np.concatenate([a, b]))
-    return float(np.abs(np.searchsorted(np.sort(a), grid, "right") / len(a) - np.searchsorted(np.sort(b), grid, "right") / len(b)).max())
-
 
 def _rate_ok(hits: torch.Tensor, p: float) -> bool:
     n = len(hits)
@@ -75,7 +72,7 @@ def test_crop_geometry_and_flips_match_the_policy(backend, probes):
     ref = np.array([RandomResizedCrop.get_params(torch.empty(3, H, W), [0.08, 0.6], [3 / 4, 4 / 3]) for _ in range(4000)])
     ref_area, ref_aspect = ref[:, 2] * ref[:, 3] / (W * H), np.log(ref[:, 3] / ref[:, 2])
     critical = 1.63 * math.sqrt(1 / len(area) + 1 / 4000) + 0.03  # alpha 0.01, plus the edge estimate's error
-    assert _ks(area, ref_area) < critical and _ks(aspect, ref_aspect) < critical
+    assert ks_statistic(area, ref_area) < critical and ks_statistic(aspect, ref_aspect) < critical
     assert area.min() > 0.08 * 0.9 and area.max() < 0.6 * 1.1
 
 

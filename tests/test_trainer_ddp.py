@@ -3,7 +3,6 @@
 import json
 import math
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +10,15 @@ from pathlib import Path
 import torch
 
 from tests.conftest import TINY_RUN_FLAGS
+from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_two_process_ddp_keeps_replicas_identical(photo_folder, tmp_path):
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
         str(REPO / "tests/ddp_train_worker.py"), *TINY_RUN_FLAGS, "--batch_size_per_gpu", "2",
         "--data_path", str(photo_folder), "--output_dir", str(out), "--max_steps", "6", "--tensorboard", "False",
     ]
