@@ -90,8 +90,9 @@ class Trainer:
         policy = MultiCropPolicy.mokd(method.global_size, method.local_size, cfg.global_crops_scale,
                                       cfg.local_crops_scale, method.local_crops_number)
         self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path)
+        options = {"resampler": cfg.crop_resampler} if self.pipeline_name == "ffcv" else {}
         self.pipeline = PIPELINES[self.pipeline_name](data_path, policy, cfg.batch_size_per_gpu, ctx.world_size,
-                                                      ctx.rank, cfg.seed, cfg.num_workers, ctx.device)
+                                                      ctx.rank, cfg.seed, cfg.num_workers, ctx.device, **options)
         self.iters_per_epoch = len(self.pipeline)
         total = method.epochs * self.iters_per_epoch
         self.end_step = min(total, cfg.max_steps) if cfg.max_steps else total

@@ -3,6 +3,7 @@
 from dataclasses import dataclass
 
 from mokd_fast.settings import setting
+from pipelines.gpu_augment import RESAMPLERS
 
 PIPELINES = ("auto", "torchvision", "ffcv", "dali")
 OPTIMIZERS = ("adamw", "sgd", "lars")
@@ -27,6 +28,10 @@ class TrainConfig:
         "auto", "Data pipeline: torchvision reads an ImageFolder; ffcv a .beton and dali a shard folder, both from "
         "tools/convert_dataset.py; auto picks the one --data_path was converted for.",
         choices=PIPELINES)
+    crop_resampler: str = setting(
+        "auto", "How the ffcv pipeline cuts views from its decoded images: roi_align (one batched kernel, bilinear "
+        "area-averaging), resize (per-crop antialiased resize with the policy's bicubic filter, like the reference; "
+        "fastest on CPU) or auto (resize on CPU, roi_align on CUDA).", choices=RESAMPLERS)
     global_crops_scale: tuple[float, float] = setting(
         (0.4, 1.0), "Area range of the global crops relative to the image (MOKD's paper recipe: 0.25 1).")
     local_crops_scale: tuple[float, float] = setting(
@@ -79,7 +84,7 @@ class TrainConfig:
                      "weight_decay_cnn", "weight_decay_end_cnn", "clip_grad_cnn", "clip_grad_vit"):
             require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         require(self.min_lr is None or self.min_lr >= 0, f"--min_lr must be >= 0, got {self.min_lr}")
-        for name, allowed in (("pipeline", PIPELINES), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS),
+        for name, allowed in (("pipeline", PIPELINES), ("crop_resampler", RESAMPLERS), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS),
                               ("device", DEVICES)):
             require(getattr(self, name) in allowed, f"--{name} {getattr(self, name)!r}: choose from {allowed}")
         if self.use_fp16 is not None:

@@ -22,7 +22,7 @@ FORMAT_VERSION = 1
 # Settings that may change between a run and its resumption without changing what it computes.
 RESUME_FREE_SETTINGS = frozenset({
     "output_dir", "data_path", "num_workers", "max_steps", "log_every", "ckpt_every_steps", "saveckp_freq",
-    "resume", "device", "tensorboard", "dist_url", "pipeline", "fused_loss", "fused_ema", "single_backward", "fused_clip",
+    "resume", "device", "tensorboard", "dist_url", "pipeline", "crop_resampler", "fused_loss", "fused_ema", "single_backward", "fused_clip",
 })
 
 

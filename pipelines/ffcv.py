@@ -84,11 +84,13 @@ class FFCVPipeline:
         os_cache: Let the OS page cache hold the file (FFCV's option; off reads through FFCV's own cache).
         batches_ahead: Batches FFCV decodes ahead of the step.
         channels_last: Deliver channels-last crops.
+        resampler: How views are cut from the canvas (``gpu_augment.BatchedMultiCrop``).
+        gather: Photometric ops only on the samples their coins chose (``gpu_augment.make_views``).
     """
 
     def __init__(self, data_path: str | Path, policy: MultiCropPolicy, batch_size: int, world_size: int, rank: int,
                  seed: int, num_workers: int, device: torch.device, os_cache: bool = True, batches_ahead: int = 3,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, resampler: str = "auto", gather: bool = True) -> None:
         threads = torch.get_num_threads()  # FFCV sets torch's thread count on import and per Loader
         import_ffcv()
         from ffcv.fields.basics import IntDecoder
@@ -117,7 +119,7 @@ class FFCVPipeline:
             raise UsageError(f"--batch_size_per_gpu {batch_size} x {world_size} process(es) needs more images than "
                              f"{path} holds ({self.num_images}); lower the batch size")
         self.seed, self.rank, self.device = seed, rank, device
-        self.crops = BatchedMultiCrop(policy, device, channels_last)
+        self.crops = BatchedMultiCrop(policy, device, channels_last, gather, resampler)
 
     def __len__(self) -> int:
         """Batches per epoch on every rank."""
@@ -133,7 +135,7 @@ class FFCVPipeline:
                 continue
             ids = index[:, 0].cpu()
             gen = torch.Generator().manual_seed(sample_seed(self.seed, self.rank, epoch, i))
-            # canvas: [B, Hc, Wc, 3] uint8 -> [B, 3, Hc, Wc] (a view; roi_align reads it as it is)
+            # canvas: [B, Hc, Wc, 3] uint8 -> [B, 3, Hc, Wc], a channels-last view (the fast case of both resamplers)
             batch = self.crops(canvas.permute(0, 3, 1, 2), self.heights[ids], self.widths[ids], gen)
             batch.labels = label[:, 0].to(self.device, non_blocking=True)
             yield batch

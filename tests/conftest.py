@@ -15,13 +15,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+TORCH_THREADS = torch.get_num_threads()  # before any test: what a fresh process (a subprocess run) gets
+
+
 @pytest.fixture(autouse=True)
 def _keep_torch_threads():
-    """FFCV sets torch's thread count when imported (and per Loader); results of later tests in the
-    same process must not depend on which tests ran before."""
-    threads = torch.get_num_threads()
+    """FFCV sets torch's thread count when imported and from its loader threads; every test starts and
+    ends with the count of a fresh process, so results (bitwise resume comparisons against a
+    subprocess) never depend on which tests ran before."""
+    torch.set_num_threads(TORCH_THREADS)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(TORCH_THREADS)
 
 
 def small_config(**overrides: object) -> MOKDConfig:

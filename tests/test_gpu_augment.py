@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
+from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
+from mokd_fast.sample_images import sample_photos
 from pipelines.gpu_augment import (
     BatchedMultiCrop,
     adjust_brightness,
@@ -16,7 +18,6 @@ from pipelines.gpu_augment import (
     adjust_saturation,
     gaussian_blur,
     grayscale,
-    make_views,
     sample_crop_boxes,
     sample_view_params,
 )
@@ -66,6 +67,8 @@ def test_coins_match_the_policy_probabilities():
 def test_photometric_ops_equal_torchvision():
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(6, 3, 20, 24, generator=gen)
+    x[:, :, 0] = x[:, :1, 0]  # gray pixels: hue undefined, must stay unchanged
+    x[:, 1, 1] = x[:, 0, 1]  # ties between the largest channels
     factors = torch.tensor([0.6, 0.9, 1.0, 1.2, 1.4, 0.7])
     shifts = torch.tensor([-0.1, -0.03, 0.0, 0.02, 0.07, 0.1])
     for i in range(6):
@@ -76,21 +79,55 @@ def test_photometric_ops_equal_torchvision():
         torch.testing.assert_close(adjust_hue(x, shifts)[i : i + 1], TF.adjust_hue(one, shifts[i].item()), rtol=0, atol=1e-5)
     torch.testing.assert_close(grayscale(x), TF.rgb_to_grayscale(x), rtol=0, atol=1e-6)
     sigmas = torch.tensor([0.1, 0.5, 1.0, 1.5, 2.0, 0.3])
-    blurred = gaussian_blur(x, sigmas, max_sigma=2.0)
-    for i in range(6):
-        ref = TF.gaussian_blur(x[i : i + 1], kernel_size=[13, 13], sigma=[sigmas[i].item()] * 2)
-        torch.testing.assert_close(blurred[i : i + 1], ref, rtol=0, atol=1e-5)
+    for radius in (6, 9):  # taps beyond a sample's own radius weigh nothing
+        blurred = gaussian_blur(x, sigmas, radius)
+        for i in range(6):
+            size = 2 * math.ceil(3 * sigmas[i].item()) + 1
+            ref = TF.gaussian_blur(x[i : i + 1], kernel_size=[size, size], sigma=[sigmas[i].item()] * 2)
+            torch.testing.assert_close(blurred[i : i + 1], ref, rtol=0, atol=1e-5)
 
 
-def test_a_full_image_crop_is_a_resize():
-    image = torch.linspace(0, 1, 120 * 160).view(1, 1, 120, 160).expand(1, 3, 120, 160).contiguous()
+@pytest.mark.parametrize("resampler", ["roi_align", "resize"])
+def test_a_full_image_crop_is_a_resize(resampler):
+    image = (torch.linspace(0, 1, 120 * 160).view(1, 1, 120, 160).expand(1, 3, 120, 160) * 255).round().to(torch.uint8)
     plain = ViewPolicy(64, (1.0, 1.0), ratio=(160 / 120, 160 / 120), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0)
-    params = sample_view_params(torch.tensor([120]), torch.tensor([160]), plain, torch.Generator().manual_seed(0))
-    assert params.boxes.tolist() == [[0.0, 0.0, 160.0, 120.0]]
-    zero, one = torch.zeros(1, 3, 1, 1), torch.ones(1, 3, 1, 1)
-    out = make_views(image, [params], [plain], zero, one)
-    ref = TF.resize(image, [64, 64], antialias=True)
-    torch.testing.assert_close(out, ref, rtol=0, atol=0.01)
+    policy = MultiCropPolicy(global_views=(plain, plain), local_view=plain, local_crops_number=1, mean=(0, 0, 0), std=(1, 1, 1))
+    batch = BatchedMultiCrop(policy, torch.device("cpu"), resampler=resampler)(
+        image, torch.tensor([120]), torch.tensor([160]), torch.Generator().manual_seed(0))
+    ref = TF.resize(image.float() / 255, [64, 64], antialias=True)
+    torch.testing.assert_close(batch.local_crops, ref, rtol=0, atol=0.01)
+
+
+def test_resize_resampler_matches_pil_resized_crops():
+    """The CPU resampler crops whole pixels and resizes like the reference (PIL crop, then bicubic), within 1 level."""
+    photo = torch.from_numpy(np.array(sample_photos()["astronaut"].resize((300, 260)))).permute(2, 0, 1).contiguous()
+    view = ViewPolicy(48, (0.05, 0.5), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0)
+    policy = MultiCropPolicy(global_views=(view, view), local_view=view, local_crops_number=2, mean=(0, 0, 0), std=(1, 1, 1))
+    crops = BatchedMultiCrop(policy, torch.device("cpu"), resampler="resize")
+    canvas = torch.zeros(1, 3, 320, 320, dtype=torch.uint8)
+    canvas[0, :, :260, :300] = photo
+    batch = crops(canvas.contiguous(memory_format=torch.channels_last), torch.tensor([260]), torch.tensor([300]),
+                  torch.Generator().manual_seed(5))
+    gen = torch.Generator().manual_seed(5)  # the draws BatchedMultiCrop makes, in its order
+    params = [sample_view_params(torch.tensor([260]), torch.tensor([300]), v, gen) for v in policy.views()]
+    assert params[0].boxes.tolist() != params[1].boxes.tolist()
+    image = Image.fromarray(photo.permute(1, 2, 0).numpy())
+    for i, p in enumerate(params[:2]):
+        x1, y1, x2, y2 = p.boxes[0].tolist()
+        ref = np.asarray(image.crop((x1, y1, x2, y2)).resize((48, 48), Image.Resampling.BICUBIC)).astype(np.float32)
+        ours = (batch.global_crops[i].permute(1, 2, 0) * 255).numpy()
+        assert np.abs(ours - ref).max() <= 1.0 + 1e-3
+
+
+def test_resamplers_agree_on_smooth_images():
+    """roi_align (bilinear, area-averaged) and resize (bicubic, antialiased) differ only by their filters."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 90), torch.linspace(0, 1, 110), indexing="ij")
+    image = torch.stack([xx, yy, (xx + yy) / 2]).mul(255).round().to(torch.uint8)[None].repeat(3, 1, 1, 1)
+    policy = MultiCropPolicy.mokd(40, 24, (0.25, 1.0), (0.05, 0.25), 2)
+    sizes = torch.tensor([90, 90, 90]), torch.tensor([110, 110, 110])
+    a = BatchedMultiCrop(policy, torch.device("cpu"), resampler="roi_align")(image, *sizes, torch.Generator().manual_seed(1))
+    b = BatchedMultiCrop(policy, torch.device("cpu"), resampler="resize")(image, *sizes, torch.Generator().manual_seed(1))
+    assert (a.global_crops - b.global_crops).abs().mean() < 0.02 and (a.local_crops - b.local_crops).abs().mean() < 0.02
 
 
 def test_batched_multicrop_delivers_the_batch_contract():
@@ -116,14 +153,16 @@ def test_batched_multicrop_delivers_the_batch_contract():
     assert raw[[2, 7, 12]].abs().max() < 1e-5
 
 
-def test_enlarged_crops_never_see_the_canvas_beyond_their_image():
+@pytest.mark.parametrize("resampler", ["roi_align", "resize"])
+def test_enlarged_crops_never_see_the_canvas_beyond_their_image(resampler):
     small = ViewPolicy(48, (0.05, 0.1), flip_p=0, jitter_p=0, grayscale_p=0, blur_p=0)
     policy = MultiCropPolicy(global_views=(small, small), local_view=small, local_crops_number=2)
     canvas = torch.full((4, 3, 64, 64), 255, dtype=torch.uint8)  # beyond the images: white
     heights, widths = torch.tensor([20, 33, 64, 10]), torch.tensor([25, 64, 17, 12])
     for b in range(4):
         canvas[b, :, : heights[b], : widths[b]] = 40
-    batch = BatchedMultiCrop(policy, torch.device("cpu"))(canvas, heights, widths, torch.Generator().manual_seed(0))
+    batch = BatchedMultiCrop(policy, torch.device("cpu"), resampler=resampler)(canvas, heights, widths,
+                                                                               torch.Generator().manual_seed(0))
     std, mean = torch.tensor(policy.std).view(1, 3, 1, 1), torch.tensor(policy.mean).view(1, 3, 1, 1)
     for crops in (batch.global_crops, batch.local_crops):
         torch.testing.assert_close(crops * std + mean, torch.full_like(crops, 40 / 255), rtol=0, atol=1e-5)

@@ -77,7 +77,8 @@ def bench_data(args: argparse.Namespace) -> dict:
     device = torch.device(args.device)
     name, data = resolve_pipeline(args.pipeline, args.data)
     policy = MultiCropPolicy.mokd(args.global_size, args.local_size, (0.25, 1.0), (0.05, 0.25), args.local_crops_number)
-    pipe = PIPELINES[name](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device)
+    options = {"resampler": args.resampler, "gather": not args.no_gather} if name == "ffcv" else {}
+    pipe = PIPELINES[name](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device, **options)
     needed = args.warmup + args.steps
     batches, epoch, times = 0, 0, []
     while batches < needed:
@@ -94,7 +95,7 @@ def bench_data(args: argparse.Namespace) -> dict:
     samples = steps * args.batch_size_per_gpu
     return {"pipeline": name, "device": str(device), "batch_size_per_gpu": args.batch_size_per_gpu,
             "global_size": args.global_size, "local_size": args.local_size,
-            "local_crops_number": args.local_crops_number, "num_workers": args.num_workers, "steps": steps,
+            "local_crops_number": args.local_crops_number, "num_workers": args.num_workers, **options, "steps": steps,
             "seconds": round(seconds, 3), "samples_per_s": round(samples / seconds, 2),
             "crops_per_s": round(samples * (2 + args.local_crops_number) / seconds, 1)}
 
@@ -118,6 +119,10 @@ def main() -> int:
     data.add_argument("--warmup", type=int, default=3, help="batches before timing starts")
     data.add_argument("--num_workers", type=int, default=2)
     data.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    data.add_argument("--resampler", default="auto", choices=["auto", "roi_align", "resize"],
+                      help="ffcv: how views are cut from the decoded canvas (train.py --crop_resampler)")
+    data.add_argument("--no_gather", action="store_true",
+                      help="ffcv: run the photometric ops on the whole batch under masks (the compile-friendly form)")
     args = parser.parse_args()
     if args.mode == "data" and not args.data:
         parser.error("--mode data needs --data (an ImageFolder, a .beton or a shard folder)")
