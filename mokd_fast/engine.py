@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from torch.amp import GradScaler
 
 from mokd_fast.cli import flat_config
 from mokd_fast.config import MOKDConfig
@@ -19,14 +18,8 @@ from mokd_fast.distributed import check_on_main, gather_objects, init_distribute
 from mokd_fast.errors import UsageError
 from mokd_fast.loss_guard import LossGuard
 from mokd_fast.losses import CENTERED_TERMS
-from mokd_fast.mokd import MOKD
-from mokd_fast.optim import (
-    Schedules,
-    build_optimizers,
-    clip_per_parameter,
-    drop_last_layer_grads,
-)
 from mokd_fast.run_log import RunLog, Throughput
+from mokd_fast.step import StepSwitches, TrainStep
 from mokd_fast.train_config import TrainConfig
 from mokd_fast.train_state import (
     atomic_save,
@@ -37,9 +30,6 @@ from mokd_fast.train_state import (
 )
 from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
 from pipelines.batch import MultiCropBatch
-
-AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
 
 def seed_everything(seed: int) -> None:
     """Seeds Python, NumPy and torch (CPU and every CUDA device)."""
@@ -82,32 +72,23 @@ class Trainer:
         self.ctx = ctx = init_distributed(cfg.device, cfg.dist_url)
         self.out = Path(cfg.output_dir)
         check_on_main(ctx, lambda: prepare_output_dir(self.out, resuming=bool(cfg.resume)))
-        precision = cfg.resolved_precision
-        self.precision = ("bf16" if ctx.device.type == "cuda" else "fp32") if precision == "auto" else precision
-        if ctx.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True
-
         policy = MultiCropPolicy.mokd(method.global_size, method.local_size, cfg.global_crops_scale,
                                       cfg.local_crops_scale, method.local_crops_number)
         self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path)
         options = {"resampler": cfg.crop_resampler} if self.pipeline_name == "ffcv" else {}
+        channels_last = StepSwitches.resolve(cfg, ctx.device).channels_last  # crops arrive as the CNN wants them
         self.pipeline = PIPELINES[self.pipeline_name](data_path, policy, cfg.batch_size_per_gpu, ctx.world_size,
-                                                      ctx.rank, cfg.seed, cfg.num_workers, ctx.device, **options)
+                                                      ctx.rank, cfg.seed, cfg.num_workers, ctx.device,
+                                                      channels_last=channels_last, **options)
         self.iters_per_epoch = len(self.pipeline)
         total = method.epochs * self.iters_per_epoch
         self.end_step = min(total, cfg.max_steps) if cfg.max_steps else total
 
         seed_everything(cfg.seed)  # identical initial weights on every rank
-        self.model = MOKD(method).to(ctx.device)
-        if ctx.distributed:
-            self.model.distribute(ctx.device, sync_bn=cfg.sync_bn)
-        self.optimizers = build_optimizers(self.model.students, cfg.optimizer)
-        self.scalers = (GradScaler(ctx.device.type), GradScaler(ctx.device.type)) if self.precision == "fp16" else None
-        self.schedules = Schedules.build(cfg, method.epochs, self.iters_per_epoch, ctx.world_size,
-                                         method.momentum_teacher)
+        self.step = TrainStep(method, cfg, ctx, self.iters_per_epoch)
+        self.model, self.optimizers, self.scalers = self.step.model, self.step.optimizers, self.step.scalers
+        self.precision = self.step.precision
         self.config = flat_config(method, cfg)
-        self.named = [dict(self.model.students.cnn.named_parameters()), dict(self.model.students.vit.named_parameters())]
-        self.clips = (cfg.clip_grad_cnn, cfg.clip_grad_vit)
 
         self.start_step, rng_states = 0, None
         if cfg.resume:
@@ -121,33 +102,6 @@ class Trainer:
                           else "No checkpoint was written yet")
         self.guard = LossGuard(ctx)
         self.meter = Throughput()
-
-    def train_step(self, batch: MultiCropBatch, step: int, epoch: int) -> dict[str, torch.Tensor]:
-        """One optimisation step of both students and both teachers.
-
-        No host sync, except fp16's ``GradScaler.step`` (one per model, reading its inf check).
-        """
-        self.schedules.apply(step, *self.optimizers)
-        dtype = AUTOCAST_DTYPES[self.precision]
-        with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            terms = self.model.loss_terms(batch, epoch)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss_cnn, loss_vit = self.model.backward(terms, self.scalers)
-        for i, opt in enumerate(self.optimizers):
-            if self.clips[i]:
-                if self.scalers:
-                    self.scalers[i].unscale_(opt)
-                clip_per_parameter(list(self.named[i].values()), self.clips[i], fused=self.cfg.fused_clip)
-            if epoch < self.cfg.freeze_last_layer:
-                drop_last_layer_grads(self.named[i])
-            if self.scalers:
-                self.scalers[i].step(opt)
-                self.scalers[i].update()
-            else:
-                opt.step()
-        self.model.update_teachers(float(self.schedules.momentum[step]))
-        return {**terms, "loss_cnn": loss_cnn, "loss_vit": loss_vit}
 
     def _batches(self) -> Iterator[tuple[int, int, MultiCropBatch]]:
         """``(step, epoch, batch)`` from the start step to the end, timing the wait for each batch."""
@@ -173,7 +127,7 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
         try:
             for step, epoch, batch in self._batches():
-                self.guard.record(step, epoch, self.train_step(batch, step, epoch))
+                self.guard.record(step, epoch, self.step(batch, step, epoch))
                 self.meter.stepped()
                 log.stepped()
                 done = step + 1
@@ -197,7 +151,7 @@ class Trainer:
         temps = self.model.criterion.temps[epoch]
         return {
             "step": done, "epoch": epoch, **self.guard.window_means(self.last_good),
-            **self.schedules.values(done - 1),
+            **self.step.schedules.values(done - 1),
             "teacher_temp_cnn": temps[CENTERED_TERMS.index("cnn_self")].item(),
             "teacher_temp_vit": temps[CENTERED_TERMS.index("vit_self")].item(),
             "samples_per_s": rate, "data_wait": wait,

@@ -51,20 +51,32 @@ class MOKD(nn.Module):
         # not add "module." keys (or a second copy) to state_dict().
         self.__dict__["_run_students"] = runner
 
-    def distribute(self, device: torch.device, sync_bn: bool = True) -> None:
+    def distribute(self, device: torch.device, sync_bn: bool = True, static_graph: bool = True,
+                   bucket_view: bool = True) -> None:
         """Prepares the model for multi-process training (call once the process group is up).
 
         The students are wrapped in one DDP (one gradient reduction for both models; state-dict keys
         unchanged). With ``sync_bn`` on CUDA the CNN student and teacher use SyncBatchNorm, as official:
         the teacher then normalises with the global batch's statistics too. SyncBatchNorm has no CPU
-        kernel, so on CPU (gloo) each rank keeps its own batch statistics.
+        kernel, so on CPU (gloo) each rank keeps its own batch statistics. ``static_graph`` is valid
+        because every step gives every student parameter a gradient; ``bucket_view`` lets gradients
+        live in the all-reduce buckets.
+
+        Raises:
+            ValueError: ``single_backward`` is off: one DDP reduces once per step, so the official two
+                backward passes (one DDP per student there) cannot run under it. Their gradients equal
+                the single pass's (tested), so nothing is lost by keeping it on.
         """
+        if not self.cfg.single_backward:
+            raise ValueError("single_backward=False (two backward passes) cannot run under DDP, which wraps both "
+                             "students once; keep --single_backward True (same gradients, tested)")
         if sync_bn and device.type == "cuda":
             for pair in (self.students, self.teachers):
                 pair.cnn = nn.SyncBatchNorm.convert_sync_batchnorm(pair.cnn)
             self.ema = TeacherEMA(self.students, self.teachers, fused=self.cfg.fused_ema)
         ddp = nn.parallel.DistributedDataParallel(
-            self.students, device_ids=[device.index] if device.type == "cuda" else None
+            self.students, device_ids=[device.index] if device.type == "cuda" else None,
+            static_graph=static_graph, gradient_as_bucket_view=bucket_view,
         )
         self._set_student_runner(ddp)
 

@@ -79,21 +79,27 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
-def build_optimizers(students: nn.Module, optimizer: str) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+def build_optimizers(students: nn.Module, optimizer: str,
+                     fused: bool = True) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
     """The CNN optimiser (``optimizer``) and the ViT's AdamW, on the official parameter groups.
 
     Learning rates and weight decays are placeholders until ``Schedules.apply`` sets them each step.
+    ``fused`` picks torch's fused AdamW (one kernel for all parameters, CPU and CUDA) and fused SGD
+    on CUDA (foreach on CPU); False runs torch's per-parameter loops. LARS is always our foreach form.
     """
+    cuda = next(students.parameters()).is_cuda
+    adamw = {"fused": True} if fused else {"foreach": False, "fused": False}
+    sgd = ({"fused": True} if cuda else {"foreach": True}) if fused else {"foreach": False, "fused": False}
     cnn_groups = param_groups(students.cnn, separate="transhead")
     if optimizer == "adamw":
-        opt_cnn = torch.optim.AdamW(cnn_groups)
+        opt_cnn = torch.optim.AdamW(cnn_groups, **adamw)
     elif optimizer == "sgd":
-        opt_cnn = torch.optim.SGD(cnn_groups, lr=0.0, momentum=0.9)
+        opt_cnn = torch.optim.SGD(cnn_groups, lr=0.0, momentum=0.9, **sgd)
     elif optimizer == "lars":
         opt_cnn = LARS(cnn_groups)
     else:
         raise ValueError(f"unknown optimizer {optimizer!r}; choose adamw, sgd or lars")
-    return opt_cnn, torch.optim.AdamW(param_groups(students.vit))
+    return opt_cnn, torch.optim.AdamW(param_groups(students.vit), **adamw)
 
 
 @dataclass

@@ -66,6 +66,16 @@ class TrainConfig:
     resume: str = setting("", "Checkpoint to continue from (ours: exact step; an official one: its epoch).")
     fused_clip: bool = setting(
         True, "Speed switch: all per-parameter clip norms in one foreach kernel, no host sync. False: official loop.")
+    compile: bool | None = setting(
+        None, "Speed switch: torch.compile each branch's student and teacher forward (static shapes, compiled "
+        "before the first step). Default: on for CUDA, off for CPU (compilation there costs more than it saves).")
+    channels_last: bool | None = setting(
+        None, "Speed switch: CNN weights and input crops in channels-last memory. Default: on for CUDA, off for CPU.")
+    fused_optim: bool = setting(
+        True, "Speed switch: fused AdamW and foreach/fused SGD. False: per-parameter loops.")
+    ddp_static_graph: bool = setting(True, "Speed switch: DDP static_graph (every step updates the same parameters).")
+    ddp_bucket_view: bool = setting(
+        True, "Speed switch: DDP gradient_as_bucket_view (no copy between gradients and all-reduce buckets).")
     tensorboard: bool = setting(True, "Write TensorBoard events to output_dir/tb when tensorboard is installed.")
 
     def __post_init__(self) -> None:

@@ -105,6 +105,7 @@ class TorchvisionPipeline:
         seed: Seed of the data order (shared) and of the augmentations (mixed with the rank).
         num_workers: DataLoader worker processes (persistent across epochs).
         device: Where batches are delivered.
+        channels_last: Deliver channels-last crops (the float conversion writes them in that layout).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class TorchvisionPipeline:
         seed: int,
         num_workers: int,
         device: torch.device,
+        channels_last: bool = False,
     ) -> None:
         folder = open_image_folder(data_path)
         self.num_images = len(folder)
@@ -128,6 +130,7 @@ class TorchvisionPipeline:
                 "lower the batch size or add images"
             )
         self.device = device
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.loader = DataLoader(
             MultiCropFolder(folder, policy, seed, rank),
             batch_size=batch_size,
@@ -148,7 +151,7 @@ class TorchvisionPipeline:
         return self.sampler.batches_per_epoch
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.to(self.device, non_blocking=True).float().div_(255)
+        x = images.to(self.device, non_blocking=True).to(torch.float32, memory_format=self.memory_format).div_(255)
         return x.sub_(self.mean).div_(self.std)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[MultiCropBatch]:

@@ -1,6 +1,11 @@
 #!/usr/bin/env python
-"""Benchmarks (never tests): ``python tools/benchmark.py --mode {convert,data} ...``.
+"""Benchmarks (never tests): ``python tools/benchmark.py --mode {convert,data,step,e2e} ...``.
 
+``step``: the training step alone on synthetic batches already on the device; ``e2e``: the step fed
+by a real pipeline (data wait included). Both time our step (all switches as resolved for the
+device), and with ``--baseline`` the official execution side by side, with ``--ablate`` each switch
+flipped in turn; FLOPs per sample (torch.utils.flop_counter) and MFU against ``--peak_tflops`` or a
+measured matmul rate.
 ``data``: delivered multi-crop samples/s (and crops/s) of a pipeline on the device.
 ``convert``: images/s of tools/convert_dataset.py for each format and worker count, over a folder of
 ImageNet-sized JPEGs made from the photographs bundled with scikit-image, and the output sizes.
@@ -15,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -100,16 +106,100 @@ def bench_data(args: argparse.Namespace) -> dict:
             "crops_per_s": round(samples * (2 + args.local_crops_number) / seconds, 1)}
 
 
+def _machine(device) -> dict:
+    import torch
+
+    info = {"device": str(device), "torch": torch.__version__, "cuda": torch.version.cuda}
+    info["device_name"] = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return info
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    """Step or end-to-end throughput of our step, the official execution and the ablations, in one run."""
+    import torch
+
+    from mokd_fast.config import MOKDConfig
+    from mokd_fast.distributed import DistContext
+    from mokd_fast.step import StepSwitches
+    from mokd_fast.step_bench import (
+        SWITCHES,
+        bench_step,
+        count_flops,
+        matmul_peak_flops,
+        switches_on,
+        synthetic_batches,
+        with_switches,
+    )
+    from mokd_fast.train_config import TrainConfig
+    from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
+
+    device = torch.device(args.device)
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
+    method = MOKDConfig(arch_cnn=args.arch_cnn, arch_vit=args.arch_vit, out_dim=args.out_dim,
+                        global_size=args.global_size, local_size=args.local_size, input_size=args.global_size,
+                        local_crops_number=args.local_crops_number)
+    cfg = TrainConfig(batch_size_per_gpu=args.batch_size_per_gpu, optimizer=args.optimizer, device=device.type,
+                      num_workers=args.num_workers)
+
+    def batches(method_cfg: MOKDConfig, train_cfg: TrainConfig):
+        if args.mode == "step":
+            return synthetic_batches(method_cfg, args.batch_size_per_gpu, device)
+        name, data = resolve_pipeline(args.pipeline, args.data)
+        policy = MultiCropPolicy.mokd(method.global_size, method.local_size, (0.25, 1.0), (0.05, 0.25),
+                                      method.local_crops_number)
+        pipe = PIPELINES[name](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device,
+                               channels_last=StepSwitches.resolve(train_cfg, device).channels_last)
+        return (b for epoch in range(10**6) for b in pipe.epoch(epoch))
+
+    variants = [("ours", set(), False)]
+    if args.baseline:
+        variants.append(("baseline", set(), True))
+    if args.ablate:
+        on_here = switches_on(method, cfg, device)
+        variants += [(f"-{n}", {n}, False) for n in SWITCHES if n in on_here]
+        # Switches off by default on this device are timed turned on, the evidence for the default.
+        variants += [(f"+{n}", {n}, False) for n in ("compile", "channels_last") if n not in on_here]
+    runs = []
+    for label, flip, baseline in variants:
+        m, c = with_switches(method, cfg, flip if label.startswith("-") else set(), device, baseline)
+        if label.startswith("+"):
+            c = replace(c, **{name: True for name in flip})
+        run = {"variant": label, **bench_step(m, c, ctx, batches(m, c), args.steps, args.warmup)}
+        runs.append(run)
+        print(json.dumps({k: run[k] for k in ("variant", "samples_per_s", "step_ms_median", "data_wait")}), flush=True)
+    peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_peak_flops(device)
+    flops = count_flops(method, cfg, ctx, next(synthetic_batches(method, args.batch_size_per_gpu, device)))
+    for run in runs:
+        run["relative_to_ours"] = round(run["samples_per_s"] / runs[0]["samples_per_s"], 3)
+        run["mfu"] = round(flops * run["samples_per_s"] / peak, 4)
+    return {"pipeline": "synthetic" if args.mode == "step" else args.pipeline, **_machine(device),
+            "arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim,
+            "optimizer": args.optimizer, "batch_size_per_gpu": args.batch_size_per_gpu,
+            "global_size": args.global_size, "local_size": args.local_size,
+            "local_crops_number": args.local_crops_number, "steps": args.steps, "warmup": args.warmup,
+            "flops_per_sample": round(flops), "peak_flops": round(peak),
+            "peak_source": "--peak_tflops" if args.peak_tflops else "measured matmul", "runs": runs}
+
+
+def _table(record: dict) -> str:
+    rows = ["| variant | samples/s | vs ours | step ms median | p90 | data wait | peak GiB | MFU |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in record["runs"]:
+        rows.append(f"| {r['variant']} | {r['samples_per_s']} | {r['relative_to_ours']}x | {r['step_ms_median']} | "
+                    f"{r['step_ms_p90']} | {r['data_wait']:.1%} | {r['peak_memory_gib']} | {r['mfu']:.1%} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__)
-    parser.add_argument("--mode", required=True, choices=["convert", "data"])
+    parser.add_argument("--mode", required=True, choices=["convert", "data", "step", "e2e"])
     parser.add_argument("--json", type=Path, default=None, help="where to write the record")
     conv = parser.add_argument_group("--mode convert")
     conv.add_argument("--images", type=int, default=2000, help="ImageNet-sized JPEGs to make and convert")
     conv.add_argument("--formats", nargs="+", default=["dali", "ffcv"], choices=["dali", "ffcv"])
     conv.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     data = parser.add_argument_group("--mode data")
-    data.add_argument("--pipeline", default="auto", choices=["auto", "torchvision", "ffcv", "dali"])
+    data.add_argument("--pipeline", default="auto", choices=["auto", "synthetic", "torchvision", "ffcv", "dali"])
     data.add_argument("--data", default=None, help="ImageFolder, .beton or shard folder")
     data.add_argument("--batch_size_per_gpu", type=int, default=64)
     data.add_argument("--local_crops_number", type=int, default=8)
@@ -123,10 +213,25 @@ def main() -> int:
                       help="ffcv: how views are cut from the decoded canvas (train.py --crop_resampler)")
     data.add_argument("--no_gather", action="store_true",
                       help="ffcv: run the photometric ops on the whole batch under masks (the compile-friendly form)")
+    train = parser.add_argument_group("--mode step / e2e (also --batch_size_per_gpu, crops, --steps, --warmup, --data)")
+    train.add_argument("--arch_cnn", default="resnet50")
+    train.add_argument("--arch_vit", default="vit_small")
+    train.add_argument("--out_dim", type=int, default=65536)
+    train.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw", "lars"], help="the CNN's optimiser")
+    train.add_argument("--baseline", action="store_true",
+                       help="also time the official execution (every switch off, fp16 with scalers on CUDA)")
+    train.add_argument("--ablate", action="store_true", help="also time each switch flipped in turn")
+    train.add_argument("--peak_tflops", type=float, default=None,
+                       help="MFU denominator; default: a measured bf16 (CUDA) or fp32 (CPU) matmul rate")
     args = parser.parse_args()
-    if args.mode == "data" and not args.data:
-        parser.error("--mode data needs --data (an ImageFolder, a .beton or a shard folder)")
-    figures = bench_convert(args) if args.mode == "convert" else bench_data(args)
+    if args.mode in ("data", "e2e") and not args.data:
+        parser.error(f"--mode {args.mode} needs --data (an ImageFolder, a .beton or a shard folder)")
+    if args.mode == "e2e" and args.pipeline == "synthetic":
+        parser.error("--mode e2e times a real pipeline; --mode step is the synthetic one")
+    if args.mode == "data" and args.pipeline == "synthetic":
+        parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali or auto")
+    modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train}
+    figures = modes[args.mode](args)
     record = {"mode": args.mode, "command": "python tools/benchmark.py " + " ".join(sys.argv[1:]),
               "date": date.today().isoformat(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                                                             "python": platform.python_version()}, **figures}
@@ -134,6 +239,8 @@ def main() -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record, indent=1))
+    if "runs" in record and args.mode in ("step", "e2e"):
+        print(_table(record))
     return 0
 
 

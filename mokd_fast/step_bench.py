@@ -1,0 +1,142 @@
+"""Timing of the training step (``tools/benchmark.py --mode step|e2e``): throughput, latency, memory, MFU.
+
+The step timed is ``step.TrainStep``, the one ``train.py`` runs. ``BASELINE`` turns every speed
+switch off, which executes the step the way the official code does: two backward passes, the
+per-parameter EMA loop, the per-pair loss loops, the per-parameter clip loop and optimisers, no
+compile, NCHW, and fp16 with two grad scalers on CUDA (fp32 on CPU).
+"""
+
+import statistics
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from mokd_fast.config import MOKDConfig
+from mokd_fast.distributed import DistContext
+from mokd_fast.step import StepSwitches, TrainStep
+from mokd_fast.train_config import TrainConfig
+from pipelines.batch import MultiCropBatch
+
+# Switch name -> (config it lives in, value when off). "precision" off means fp32.
+SWITCHES = {
+    "compile": ("train", False),
+    "channels_last": ("train", False),
+    "fused_optim": ("train", False),
+    "fused_clip": ("train", False),
+    "fused_loss": ("method", False),
+    "fused_ema": ("method", False),
+    "single_backward": ("method", False),
+    "precision": ("train", "fp32"),
+}
+
+
+def switches_on(method: MOKDConfig, cfg: TrainConfig, device: torch.device) -> set[str]:
+    """The switches on for this device under these configs (``auto`` resolved)."""
+    resolved = StepSwitches.resolve(cfg, device)
+    on = {name for name in ("compile", "channels_last", "fused_optim") if getattr(resolved, name)}
+    on |= {name for name in ("fused_loss", "fused_ema", "single_backward") if getattr(method, name)}
+    on |= {"fused_clip"} if cfg.fused_clip else set()
+    return on | ({"precision"} if resolved.precision != "fp32" else set())
+
+
+def with_switches(method: MOKDConfig, cfg: TrainConfig, off: set[str], device: torch.device,
+                  baseline: bool = False) -> tuple[MOKDConfig, TrainConfig]:
+    """The configs with the ``off`` switches off; ``baseline`` turns all off, fp16 on CUDA as official."""
+    method_changes, train_changes = {}, {}
+    for name in (set(SWITCHES) if baseline else off):
+        where, value = SWITCHES[name]
+        (method_changes if where == "method" else train_changes)[name] = value
+    if baseline and device.type == "cuda":
+        train_changes["precision"] = "fp16"
+    return replace(method, **method_changes), replace(cfg, **train_changes)
+
+
+def synthetic_batches(method: MOKDConfig, batch: int, device: torch.device) -> Iterator[MultiCropBatch]:
+    """The same normalised random batch forever, already on the device (the step alone)."""
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(2 * batch, 3, method.global_size, method.global_size, generator=gen).to(device)
+    loc = torch.randn(method.local_crops_number * batch, 3, method.local_size, method.local_size, generator=gen).to(device)
+    while True:
+        yield MultiCropBatch(g, loc, None)
+
+
+def flops_per_sample(step: TrainStep, batch: MultiCropBatch) -> float:
+    """Forward + backward FLOPs of one step per image, counted by ``torch.utils.flop_counter`` (eager).
+
+    Counts matmuls, convolutions and attention of both students and the no-grad teachers; the
+    element-wise work (norms, softmax, EMA, optimiser) is left out, as MFU conventionally does.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter:
+        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(step.precision)
+        with torch.autocast(step.ctx.device.type, dtype=dtype, enabled=dtype is not None):
+            terms = step.model.loss_terms(step.prepare(batch), epoch=0)
+        step.model.backward(terms)
+    for opt in step.optimizers:
+        opt.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / (batch.global_crops.shape[0] // 2)
+
+
+def matmul_peak_flops(device: torch.device) -> float:
+    """A measured dense matmul rate (bf16 on CUDA, fp32 on CPU), in FLOP/s: the MFU denominator when no
+    ``--peak_tflops`` is given."""
+    cuda = device.type == "cuda"
+    n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    reps = 20 if cuda else 5
+    if cuda:
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if cuda:
+        torch.cuda.synchronize(device)
+    return 2 * n**3 * reps / (time.perf_counter() - start)
+
+
+def time_steps(step: TrainStep, batches: Iterator[MultiCropBatch], steps: int, warmup: int) -> dict:
+    """Runs ``warmup`` then ``steps`` steps; per-step wall time (synchronised on CUDA) and data wait."""
+    device = step.ctx.device
+    cuda = device.type == "cuda"
+    waits, times = [], []
+    for i in range(warmup + steps):
+        tick = time.perf_counter()
+        batch = next(batches)  # blocks on the pipeline: the data wait
+        got = time.perf_counter()
+        step(batch, i, epoch=0)
+        if cuda:
+            torch.cuda.synchronize(device)  # the step's kernels are done: its true time
+        if i == warmup - 1 and cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        if i >= warmup:
+            waits.append(got - tick)
+            times.append(time.perf_counter() - tick)
+    total = sum(times)
+    ms = sorted(1000 * t for t in times)
+    return {"seconds": round(total, 3), "step_ms_median": round(statistics.median(ms), 2),
+            "step_ms_p90": round(ms[min(len(ms) - 1, int(0.9 * len(ms)))], 2),
+            "data_wait": round(sum(waits) / total, 4),
+            "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None}
+
+
+def bench_step(method: MOKDConfig, cfg: TrainConfig, ctx: DistContext, batches: Iterator[MultiCropBatch],
+               steps: int, warmup: int) -> dict:
+    """One configuration: builds its step and times it."""
+    torch.manual_seed(cfg.seed)
+    step = TrainStep(method, cfg, ctx, iters_per_epoch=max(1, warmup + steps))
+    timing = time_steps(step, batches, steps, warmup)
+    rate = steps * cfg.batch_size_per_gpu / timing["seconds"]
+    return {"switches": vars(step.switches), "samples_per_s": round(rate, 2),
+            "crops_per_s": round(rate * (2 + method.local_crops_number), 1), **timing}
+
+
+def count_flops(method: MOKDConfig, cfg: TrainConfig, ctx: DistContext, batch: MultiCropBatch) -> float:
+    """FLOPs per image of one step, on an eager copy of the step (the counter sees through no graph)."""
+    torch.manual_seed(cfg.seed)
+    step = TrainStep(method, replace(cfg, compile=False), ctx, iters_per_epoch=1)
+    return flops_per_sample(step, batch)
