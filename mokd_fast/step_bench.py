@@ -1,9 +1,9 @@
 """Timing of the training step (``tools/benchmark.py --mode step|e2e``): throughput, latency, memory, MFU.
 
-The step timed is ``step.TrainStep``, the one ``train.py`` runs. ``BASELINE`` turns every speed
-switch off, which executes the step the way the official code does: two backward passes, the
-per-parameter EMA loop, the per-pair loss loops, the per-parameter clip loop and optimisers, no
-compile, NCHW, and fp16 with two grad scalers on CUDA (fp32 on CPU).
+The step timed is ``step.TrainStep``, the one ``train.py`` runs. ``with_switches(baseline=True)``
+turns every speed switch off, which executes the step the way the official code does: two backward
+passes, the per-parameter EMA loop, the per-pair loss loops, the per-parameter clip loop and
+optimisers, no compile, NCHW, and fp16 with two grad scalers on CUDA (fp32 on CPU).
 """
 
 import statistics
