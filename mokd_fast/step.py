@@ -116,18 +116,24 @@ class TrainStep:
         return MultiCropBatch(batch.global_crops.contiguous(memory_format=fmt),
                               batch.local_crops.contiguous(memory_format=fmt), batch.labels)
 
+    def forward_backward(
+        self, batch: MultiCropBatch, epoch: int
+    ) -> tuple[dict[str, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+        """Losses under autocast, then fresh gradients of both totals (the FLOP-carrying part of a step)."""
+        dtype = AUTOCAST_DTYPES[self.precision]
+        with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
+            terms = self.model.loss_terms(self.prepare(batch), epoch)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        return terms, self.model.backward(terms, self.scalers)
+
     def __call__(self, batch: MultiCropBatch, step: int, epoch: int) -> dict[str, torch.Tensor]:
         """Runs the step; returns the eight terms and two totals, on the device.
 
         No host sync, except fp16's ``GradScaler.step`` (one per model, reading its inf check).
         """
         self.schedules.apply(step, *self.optimizers)
-        dtype = AUTOCAST_DTYPES[self.precision]
-        with torch.autocast(self.ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            terms = self.model.loss_terms(self.prepare(batch), epoch)
-        for opt in self.optimizers:
-            opt.zero_grad(set_to_none=True)
-        loss_cnn, loss_vit = self.model.backward(terms, self.scalers)
+        terms, (loss_cnn, loss_vit) = self.forward_backward(batch, epoch)
         for i, opt in enumerate(self.optimizers):
             if self.clips[i]:
                 if self.scalers:

@@ -71,10 +71,7 @@ def flops_per_sample(step: TrainStep, batch: MultiCropBatch) -> float:
     """
     counter = FlopCounterMode(display=False)
     with counter:
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(step.precision)
-        with torch.autocast(step.ctx.device.type, dtype=dtype, enabled=dtype is not None):
-            terms = step.model.loss_terms(step.prepare(batch), epoch=0)
-        step.model.backward(terms)
+        step.forward_backward(batch, epoch=0)
     for opt in step.optimizers:
         opt.zero_grad(set_to_none=True)
     return counter.get_total_flops() / (batch.global_crops.shape[0] // 2)

@@ -75,7 +75,7 @@ def _view(fn, types, images, view: ViewPolicy, mean: list[float], std: list[floa
     if view.blur_p > 0:  # noqa: SIM102 (a trace-time test; the inner if is a DALI conditional)
         if fn.random.coin_flip(probability=view.blur_p, dtype=types.BOOL):
             # Without window_size DALI sizes each sample's kernel 2 ceil(3 sigma) + 1, as gpu_augment does;
-            # measured 3.4x faster on CPU than a fixed window for the widest sigma.
+            # the fixed widest window was the largest cost of this graph on CPU (docs/benchmarks.md).
             out = fn.gaussian_blur(out, sigma=fn.random.uniform(range=list(view.blur_sigma)))
     if view.solarize_p > 0:  # noqa: SIM102 (a trace-time test; the inner if is a DALI conditional)
         if fn.random.coin_flip(probability=view.solarize_p, dtype=types.BOOL):

@@ -3,14 +3,15 @@
 Input is a batch of decoded images on a shared canvas (``[B, 3, Hc, Wc]`` uint8, image ``b`` in the
 top-left ``heights[b] x widths[b]``), so each image is decoded once however many views it gives.
 Random parameters are drawn per sample on the host from a seeded generator (a few numbers per view,
-sent to the device without blocking); the pixel work is plain torch with no data-dependent shapes:
+sent to the device without blocking); the pixel work is plain torch and never waits on the device:
 
 - random resized crop: one ``torchvision.ops.roi_align`` per resolution group (all views' boxes at
   once; adaptive sampling averages the source pixels under each output pixel, which anti-aliases
-  down-scaling);
+  down-scaling), or, the CPU default, a per-crop antialiased uint8 resize with the policy's filter
+  (``crop_resize``: measured faster there, and within one grey level of the reference);
 - flip, colour jitter (per-sample factors and per-sample random order, as torchvision's
-  ``ColorJitter``), grayscale, Gaussian blur (per-sample sigma, separable grouped convolution) and
-  solarize, each run only on the samples its coin selected (indices known on the host, so no sync),
+  ``ColorJitter``), grayscale, Gaussian blur (per-sample sigma, truncated at ceil(3 sigma); separable
+  grouped convolution, one per kernel size) and solarize, each run only on the samples its coin selected (indices known on the host, so no sync),
   or with ``gather=False`` on the whole batch under ``torch.where`` masks (fixed shapes);
 - normalisation and, if asked, channels-last.
 
@@ -140,7 +141,7 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     The same sector formulas as torchvision, in closed form: with ``c = max - min`` and ``h6`` the
     rotated hue in sixths of a turn, each output channel is ``max - c clamp(min(k, 4 - k), 0, 1)``
     for ``k = (n + h6) mod 6`` and ``n = 5, 3, 1`` (R, G, B), since ``v s = c``. This avoids the
-    ``[N, 3, 6, H, W]`` table and the divisions by ``v`` and is many times faster on CPU.
+    ``[N, 3, 6, H, W]`` table and the divisions by ``v``, which made hue the costliest jitter op.
     """
     r, g, b = x.unbind(dim=1)
     maxc = torch.maximum(torch.maximum(r, g), b)  # [N, H, W]
