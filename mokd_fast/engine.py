@@ -16,6 +16,7 @@ from mokd_fast.cli import flat_config
 from mokd_fast.config import MOKDConfig
 from mokd_fast.distributed import check_on_main, gather_objects, init_distributed
 from mokd_fast.errors import UsageError
+from mokd_fast.eval.periodic import PeriodicKNN
 from mokd_fast.loss_guard import LossGuard
 from mokd_fast.losses import CENTERED_TERMS
 from mokd_fast.run_log import RunLog, Throughput
@@ -102,6 +103,8 @@ class Trainer:
                           else "No checkpoint was written yet")
         self.guard = LossGuard(ctx)
         self.meter = Throughput()
+        self.knn = PeriodicKNN(cfg.knn_data, cfg.knn_every, cfg.knn_k, cfg.knn_input_size or method.global_size,
+                               cfg.batch_size_per_gpu, cfg.num_workers, ctx) if cfg.knn_every else None
 
     def _batches(self) -> Iterator[tuple[int, int, MultiCropBatch]]:
         """``(step, epoch, batch)`` from the start step to the end, timing the wait for each batch."""
@@ -126,6 +129,8 @@ class Trainer:
             self._describe(log)
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
         try:
+            if self.knn and self.start_step == 0:
+                log.evaluated({"step": 0, "epoch": 0, **self.knn(self.model)})  # the random initialisation
             for step, epoch, batch in self._batches():
                 self.guard.record(step, epoch, self.step(batch, step, epoch))
                 self.meter.stepped()
@@ -136,6 +141,8 @@ class Trainer:
                 epoch_end = done % self.iters_per_epoch == 0
                 if epoch_end or done == self.end_step or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0):
                     self._save(done, epoch if epoch_end else None)
+                if self.knn and epoch_end and self.knn.due(epoch):
+                    log.evaluated({"step": done, "epoch": epoch, **self.knn(self.model)})
         finally:
             log.close()
         summary = self._summary()

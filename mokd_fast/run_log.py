@@ -107,6 +107,19 @@ class RunLog:
             samples_s=f"{record['samples_per_s']:.1f}", data_wait=f"{record['data_wait']:.0%}",
         )
 
+    def evaluated(self, record: dict[str, Any]) -> None:
+        """An evaluation's log.jsonl line and TensorBoard scalars, announced above the bar."""
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch"):
+                    self.writer.add_scalar(key, value, record["step"])
+        scores = ", ".join(f"{k.removeprefix('knn_')} {v:.2f}" for k, v in record.items() if k.startswith("knn_"))
+        tqdm.write(f"k-NN after step {record['step']} (epoch {record['epoch']}): {scores}")
+
     def message(self, text: str) -> None:
         """A line of text that does not break the bar."""
         if self.enabled:

@@ -76,6 +76,13 @@ class TrainConfig:
     ddp_static_graph: bool = setting(True, "Speed switch: DDP static_graph (every step updates the same parameters).")
     ddp_bucket_view: bool = setting(
         True, "Speed switch: DDP gradient_as_bucket_view (no copy between gradients and all-reduce buckets).")
+    knn_every: int = setting(
+        0, "Every this many epochs (and before the first step of a fresh run), k-NN of both teachers on --knn_data, "
+        "logged with the losses as knn_cnn_top1/top5 and knn_vit_top1/top5; 0 disables.")
+    knn_data: str = setting("", "Labelled data for --knn_every: a folder with train and val splits (ImageFolders or "
+                            "tools/convert_dataset.py outputs), as tools/eval_knn.py --data_path.")
+    knn_k: int = setting(20, "Neighbours of the periodic k-NN (DINO's weighted voting, temperature 0.07).")
+    knn_input_size: int = setting(0, "Centre-crop side of the periodic k-NN; 0: the global crop size.")
     tensorboard: bool = setting(True, "Write TensorBoard events to output_dir/tb when tensorboard is installed.")
 
     def __post_init__(self) -> None:
@@ -88,11 +95,14 @@ class TrainConfig:
             require(0.0 < lo <= hi <= 1.0, f"--{name} {lo} {hi}: need 0 < min <= max <= 1")
         for name in ("batch_size_per_gpu", "log_every", "saveckp_freq"):
             require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("warmup_epochs", "num_workers", "max_steps", "ckpt_every_steps", "freeze_last_layer"):
+        for name in ("warmup_epochs", "num_workers", "max_steps", "ckpt_every_steps", "freeze_last_layer", "knn_every",
+                     "knn_input_size"):
             require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr_cnn", "lr_vit", "min_lr_cnn", "min_lr_vit", "weight_decay", "weight_decay_end",
                      "weight_decay_cnn", "weight_decay_end_cnn", "clip_grad_cnn", "clip_grad_vit"):
             require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require(self.knn_k >= 1, f"--knn_k must be >= 1, got {self.knn_k}")
+        require(not self.knn_every or bool(self.knn_data), "--knn_every needs --knn_data (a folder with train and val splits)")
         require(self.min_lr is None or self.min_lr >= 0, f"--min_lr must be >= 0, got {self.min_lr}")
         for name, allowed in (("pipeline", PIPELINES), ("crop_resampler", RESAMPLERS), ("optimizer", OPTIMIZERS), ("precision", PRECISIONS),
                               ("device", DEVICES)):

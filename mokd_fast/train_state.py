@@ -24,6 +24,7 @@ RESUME_FREE_SETTINGS = frozenset({
     "output_dir", "data_path", "num_workers", "max_steps", "log_every", "ckpt_every_steps", "saveckp_freq",
     "resume", "device", "tensorboard", "dist_url", "pipeline", "crop_resampler", "fused_loss", "fused_ema", "single_backward", "fused_clip",
     "compile", "channels_last", "fused_optim", "ddp_static_graph", "ddp_bucket_view",
+    "knn_every", "knn_data", "knn_k", "knn_input_size",
 })
 
 

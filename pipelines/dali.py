@@ -33,7 +33,7 @@ CONVERT_HINT = "convert the ImageFolder first: python tools/convert_dataset.py S
 LABEL_BYTES = 12  # decimal label text is padded to this many bytes to make a dense tensor
 
 
-def _import_dali():
+def import_dali():
     try:
         from nvidia import dali
         from nvidia.dali import fn, types
@@ -42,7 +42,7 @@ def _import_dali():
     return dali, fn, types
 
 
-def _shards(data_path: Path) -> tuple[list[str], list[str], int]:
+def shard_paths(data_path: Path) -> tuple[list[str], list[str], int]:
     """Tar and index paths of a conversion output folder, and its sample count."""
     report = data_path / "report.json"
     if not data_path.is_dir() or not report.exists():
@@ -104,8 +104,8 @@ class DALIPipeline:
     def __init__(self, data_path: str | Path, policy: MultiCropPolicy, batch_size: int, world_size: int, rank: int,
                  seed: int, num_workers: int, device: torch.device, channels_last: bool = False,
                  prefetch: int = 2) -> None:
-        self.dali, self.fn, self.types = _import_dali()
-        self.tars, self.indexes, self.num_images = _shards(Path(data_path))
+        self.dali, self.fn, self.types = import_dali()
+        self.tars, self.indexes, self.num_images = shard_paths(Path(data_path))
         self.policy, self.batch_size, self.world_size, self.rank = policy, batch_size, world_size, rank
         self.seed, self.num_workers, self.device = seed, max(1, num_workers), device
         self.channels_last, self.prefetch = channels_last, prefetch
@@ -141,9 +141,7 @@ class DALIPipeline:
         return pipe
 
     def _to_torch(self, tensor_list) -> torch.Tensor:
-        dense = tensor_list.as_tensor()
-        # On the GPU DLPack hands DALI's memory over without a copy; DALI reuses its buffers, hence the clone.
-        out = torch.from_dlpack(dense).clone() if self.device.type == "cuda" else torch.from_numpy(np.array(dense))
+        out = dali_to_torch(tensor_list, self.device)
         return out.permute(0, 3, 1, 2) if self.channels_last and out.ndim == 4 else out
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[MultiCropBatch]:
@@ -159,11 +157,18 @@ class DALIPipeline:
                 memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
             local_crops = torch.cat(views[n_global:]).contiguous(
                 memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-            yield MultiCropBatch(global_crops, local_crops, _labels(self._to_torch(outputs[-1]).to(self.device)))
+            yield MultiCropBatch(global_crops, local_crops, decode_labels(self._to_torch(outputs[-1]).to(self.device)))
         del pipe
 
 
-def _labels(text: torch.Tensor) -> torch.Tensor:
+def dali_to_torch(tensor_list, device: torch.device) -> torch.Tensor:
+    """A dense torch tensor of one DALI output (a batch of equal-shaped samples), where DALI left it."""
+    dense = tensor_list.as_tensor()
+    # On the GPU DLPack hands DALI's memory over without a copy; DALI reuses its buffers, hence the clone.
+    return torch.from_dlpack(dense).clone() if device.type == "cuda" else torch.from_numpy(np.array(dense))
+
+
+def decode_labels(text: torch.Tensor) -> torch.Tensor:
     """``[B]`` int64 from ``[B, LABEL_BYTES]`` zero-padded ASCII decimal labels."""
     digits = text.long() - ord("0")
     valid = text > 0

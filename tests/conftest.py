@@ -70,3 +70,29 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory):
     from mokd_fast.sample_images import write_image_folder
 
     return write_image_folder(tmp_path_factory.mktemp("photos"), images_per_class=4, classes=4)
+
+
+@pytest.fixture(scope="session")
+def labelled_folder(tmp_path_factory: pytest.TempPathFactory):
+    """train/ (4 classes x 4) and val/ (4 classes x 2, other crops) ImageFolders of real JPEGs."""
+    from mokd_fast.sample_images import write_image_folder
+
+    root = tmp_path_factory.mktemp("labelled")
+    write_image_folder(root / "train", images_per_class=4, classes=4, seed=0)
+    write_image_folder(root / "val", images_per_class=2, classes=4, seed=1)
+    return root
+
+
+@pytest.fixture(scope="session")
+def converted_folders(labelled_folder, tmp_path_factory: pytest.TempPathFactory):
+    """``{format: root}``: ``labelled_folder`` as given and converted to FFCV and to DALI shards."""
+    from mokd_fast.convert.cli import main as convert_main
+
+    roots = {"imagefolder": labelled_folder}
+    for fmt in ("ffcv", "dali"):
+        root = tmp_path_factory.mktemp(fmt)
+        for split in ("train", "val"):
+            assert convert_main([str(labelled_folder / split), str(root / split), "--format", fmt, "--workers", "1",
+                                 "--shard-size", "5"]) == 0
+        roots[fmt] = root
+    return roots

@@ -76,16 +76,11 @@ def vit_patch_size(vit: VisionTransformer) -> int:
     return vit.patch_embed.patch_size[0]
 
 
-def vit_tokens(vit: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
-    """Runs the ViT and splits its normalised output tokens.
-
-    Args:
-        vit: A model from ``build_vit``.
-        x: ``[B, 3, H, W]`` images; the patch size divides H and W.
+def _embedded_tokens(vit: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Patch embedding, prefix tokens and resampled position embeddings: the blocks' input.
 
     Returns:
-        ``cls [B, C]``, ``patches [B, h * w, C]`` (prefix tokens such as registers dropped) and the
-        patch grid ``(h, w)``.
+        ``tokens [B, n_prefix + h * w, C]`` and the patch grid ``(h, w)``.
     """
     tokens = vit.patch_embed(x)  # [B, h, w, C]: dynamic_img_size makes timm emit NHWC
     batch, h, w, dim = tokens.shape
@@ -100,6 +95,39 @@ def vit_tokens(vit: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, t
         tokens = torch.cat(prefix + [tokens + patch_pos], dim=1)
     else:
         tokens = torch.cat(prefix + [tokens], dim=1) + torch.cat([pos[:, :n_prefix], patch_pos], dim=1)
-    tokens = vit.norm_pre(vit.patch_drop(vit.pos_drop(tokens)))
+    return vit.norm_pre(vit.patch_drop(vit.pos_drop(tokens))), (h, w)
+
+
+def vit_tokens(vit: VisionTransformer, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Runs the ViT and splits its normalised output tokens.
+
+    Args:
+        vit: A model from ``build_vit``.
+        x: ``[B, 3, H, W]`` images; the patch size divides H and W.
+
+    Returns:
+        ``cls [B, C]``, ``patches [B, h * w, C]`` (prefix tokens such as registers dropped) and the
+        patch grid ``(h, w)``.
+    """
+    tokens, grid_hw = _embedded_tokens(vit, x)
     tokens = vit.norm(vit.blocks(tokens))  # [B, n_prefix + h * w, C]
-    return tokens[:, 0], tokens[:, n_prefix:], (h, w)
+    return tokens[:, 0], tokens[:, vit.num_prefix_tokens:], grid_hw
+
+
+def vit_last_blocks(vit: VisionTransformer, x: torch.Tensor, n: int) -> list[torch.Tensor]:
+    """The outputs of the last ``n`` blocks, each through the final norm, as the linear probe reads them.
+
+    This is DINO's ``get_intermediate_layers``: the official linear evaluation concatenates the CLS
+    token of each.
+
+    Returns:
+        ``n`` tensors ``[B, n_prefix + h * w, C]``, the last block's last.
+    """
+    tokens, _ = _embedded_tokens(vit, x)
+    first_kept = len(vit.blocks) - n
+    outputs = []
+    for i, block in enumerate(vit.blocks):
+        tokens = block(tokens)
+        if i >= first_kept:
+            outputs.append(vit.norm(tokens))
+    return outputs

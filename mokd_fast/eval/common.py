@@ -1,0 +1,150 @@
+"""What the k-NN and linear evaluations share: flags, set-up, feature caching and the JSON report."""
+
+import argparse
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mokd_fast.distributed import DistContext, init_distributed
+from mokd_fast.eval.data import FORMATS, Split, default_resize, open_splits
+from mokd_fast.eval.extract import ExtractSettings, extract_features
+from mokd_fast.eval.features import AVGPOOL_CHOICES, FeatureNet
+from mokd_fast.eval.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
+from mokd_fast.settings import bool_flag
+
+FEATURE_FILES = ("trainfeat.pth", "testfeat.pth", "trainlabels.pth", "testlabels.pth")  # official dump names
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    """The official evaluation flags both tools take, plus data format, device and precision."""
+    add = parser.add_argument
+    add("--arch", default=None, help="Backbone: an official alias (resnet50, vit_small, ...) or a timm name. "
+        "Default: the checkpoint's arch_cnn/arch_vit.")
+    add("--patch_size", type=int, default=None, help="ViT patch size; default: read from the weights.")
+    add("--pretrained_weights", default="", help="Checkpoint to evaluate (ours, the official one, or a "
+        "tools/export.py file); empty: the random initialisation of --arch.")
+    add("--checkpoint_key", default="teacher_cnn", help=f"Model inside the checkpoint: {', '.join(CHECKPOINT_KEYS)}.")
+    add("--data_path", required=True, help="Folder with train and val splits (ImageFolders or converter outputs).")
+    add("--data_format", default="auto", choices=FORMATS, help="How to read the splits; auto detects each.")
+    add("--input_size", type=int, default=224, help="Centre-crop (and training crop) side.")
+    add("--resize_size", type=int, default=None, help="Shorter side before the centre crop; default 256/224 x input_size.")
+    add("--avgpool_patchtokens", type=int, default=0, choices=AVGPOOL_CHOICES, help="ViT: 0 CLS token, 1 mean "
+        "patch token (k-NN) or CLS + mean (linear: appended), 2 their sum (k-NN).")
+    add("--batch_size_per_gpu", type=int, default=128, help="Images per batch and process.")
+    add("--num_workers", type=int, default=10, help="Loader workers per process.")
+    add("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Where the backbone runs.")
+    add("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+        help="Backbone autocast; auto is bf16 on CUDA, fp32 on CPU. Features are kept in float32.")
+    add("--dump_features", default=None, help="Save the extracted features here (official file names).")
+    add("--load_features", default=None, help="Read features saved by --dump_features instead of extracting.")
+    add("--output_dir", default=".", help="Where the JSON results (and the linear classifier) go.")
+    add("--dist_url", default="env://", help="torch.distributed init method (torchrun sets env://).")
+    add("--seed", type=int, default=0, help="Seed of the shuffles and random crops.")
+    add("--use_cuda", type=bool_flag, default=True, help="Keep the feature matrices on the GPU (False: CPU, "
+        "for datasets whose features do not fit).")
+
+
+@dataclass
+class Setup:
+    """A resolved evaluation: process, backbone, data and extraction settings."""
+
+    ctx: DistContext
+    backbone: LoadedBackbone | None
+    train: Split | None
+    val: Split | None
+    val_to_train: torch.Tensor | None
+    extract: ExtractSettings
+    store: torch.device
+
+
+def setup(args: argparse.Namespace, need_data: bool) -> Setup:
+    """Joins the process group, loads the backbone and opens the splits; errors name the flag."""
+    ctx = init_distributed(args.device, args.dist_url)
+    cuda = ctx.device.type == "cuda"
+    backbone = train = val = val_to_train = None
+    if need_data:
+        train, val, val_to_train = open_splits(args.data_path, args.data_format)
+        torch.manual_seed(args.seed)  # a random-initialisation baseline is the same on every rank and run
+        backbone = load_backbone(args.pretrained_weights, args.checkpoint_key, args.arch, args.patch_size)
+        backbone.module.to(ctx.device)
+        if cuda and backbone.kind == "cnn":
+            backbone.module.to(memory_format=torch.channels_last)
+    extract = ExtractSettings(args.input_size, args.resize_size or default_resize(args.input_size),
+                              args.batch_size_per_gpu, args.num_workers,
+                              bf16=cuda and args.precision in ("auto", "bf16"),
+                              channels_last=cuda and backbone is not None and backbone.kind == "cnn")
+    store = ctx.device if args.use_cuda else torch.device("cpu")
+    return Setup(ctx, backbone, train, val, val_to_train, extract, store)
+
+
+def labelled_features(s: Setup, net: FeatureNet) -> dict[str, Any] | None:
+    """L2-normalised train and val features with labels (val labels in train's classes), on rank 0."""
+    train_f, train_s = extract_features(net, s.train, s.extract, s.ctx.rank, s.ctx.world_size, s.ctx.device, s.store)
+    val_f, val_s = extract_features(net, s.val, s.extract, s.ctx.rank, s.ctx.world_size, s.ctx.device, s.store)
+    if not s.ctx.is_main:
+        return None
+    images = len(s.train) + len(s.val)
+    return {
+        "train_features": F.normalize(train_f, dim=1), "train_labels": s.train.labels.to(s.store),
+        "val_features": F.normalize(val_f, dim=1), "val_labels": s.val_to_train[s.val.labels].to(s.store),
+        "num_classes": len(s.train.classes), "extract_seconds": round(train_s + val_s, 3),
+        "features_per_second": round(images / (train_s + val_s), 1),
+    }
+
+
+def dump_features(folder: str, data: dict[str, Any], meta: dict[str, Any]) -> None:
+    """The official dump (four tensors) plus ``features.json`` saying what they are."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, key in zip(FEATURE_FILES, ("train_features", "val_features", "train_labels", "val_labels")):
+        torch.save(data[key].cpu(), out / name)
+    (out / "features.json").write_text(json.dumps({**meta, "num_classes": data["num_classes"]}, indent=2) + "\n")
+
+
+def load_dumped_features(folder: str, device: torch.device) -> dict[str, Any]:
+    """Features from ``--dump_features`` (or the official ``--dump_features``) in ``folder``.
+
+    Raises:
+        UsageError: A file is missing.
+    """
+    from mokd_fast.errors import UsageError
+
+    root = Path(folder)
+    missing = [n for n in FEATURE_FILES if not (root / n).is_file()]
+    if missing:
+        raise UsageError(f"--load_features {root} lacks {missing}; write it with --dump_features")
+    train_f, val_f, train_y, val_y = (torch.load(root / n, map_location=device, weights_only=True) for n in FEATURE_FILES)
+    meta_path = root / "features.json"
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    num_classes = meta.get("num_classes", int(max(train_y.max(), val_y.max())) + 1)
+    return {"train_features": F.normalize(train_f.float(), dim=1), "train_labels": train_y.long(),
+            "val_features": F.normalize(val_f.float(), dim=1), "val_labels": val_y.long(),
+            "num_classes": num_classes, "meta": meta}
+
+
+def describe(args: argparse.Namespace, s: Setup) -> dict[str, Any]:
+    """What was evaluated, for the JSON report and the feature dump."""
+    b = s.backbone
+    return {
+        "pretrained_weights": args.pretrained_weights, "checkpoint_key": args.checkpoint_key,
+        "arch": b.arch if b else args.arch, "patch_size": b.patch_size if b else args.patch_size,
+        "epoch": b.epoch if b else None, "data_path": args.data_path,
+        "train_images": len(s.train) if s.train else None, "val_images": len(s.val) if s.val else None,
+        "input_size": args.input_size, "resize_size": s.extract.resize_size,
+        "avgpool_patchtokens": args.avgpool_patchtokens, "world_size": s.ctx.world_size,
+        "device": torch.cuda.get_device_name(s.ctx.device) if s.ctx.device.type == "cuda" else "cpu",
+        "bf16": s.extract.bf16,
+    }
+
+
+def write_json(folder: str, name: str, record: dict[str, Any]) -> Path:
+    """Writes ``record`` to ``folder/name`` and returns the path."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / name
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path

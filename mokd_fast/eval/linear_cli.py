@@ -1,0 +1,147 @@
+"""``tools/eval_linear.py``: the official linear probe on a frozen backbone, DDP-aware, resumable."""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from mokd_fast.distributed import shutdown
+from mokd_fast.errors import UsageError
+from mokd_fast.eval.common import add_common_flags, describe, setup, write_json
+from mokd_fast.eval.extract import extract_features
+from mokd_fast.eval.features import FeatureNet
+from mokd_fast.eval.linear import (LinearClassifier, accuracy, broadcast_from_main, cached_feature_batches,
+                                   image_feature_batches, train_epoch)
+from mokd_fast.optim import LARS
+from mokd_fast.train_state import atomic_save
+
+CHECKPOINT = "linear.pth"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        "eval_linear", description="Linear probe on a pre-trained backbone's frozen features (official recipe: "
+        "SGD momentum 0.9, no weight decay, lr x batch/256, cosine to 0 over the epochs, random-resized crops and "
+        "flips). Writes OUTPUT_DIR/linear.pth (resumed when present), linear_log.jsonl and linear.json.")
+    add_common_flags(parser)
+    add = parser.add_argument
+    add("--n_last_blocks", type=int, default=4, help="ViT: concatenate the CLS tokens of this many last blocks "
+        "(4 for ViT-S, 1 for ViT-B in DINO).")
+    add("--epochs", type=int, default=100, help="Training epochs.")
+    add("--lr", type=float, default=0.001, help="Learning rate per 256 images (scaled by the global batch).")
+    add("--optimizer", default="sgd", choices=("sgd", "lars"), help="SGD (official default) or LARS.")
+    add("--val_freq", type=int, default=5, help="Validate every this many epochs (and after the last).")
+    add("--cached_features", action="store_true", help="Train on centre-crop features extracted once instead of "
+        "fresh random crops each epoch: one backbone pass instead of one per epoch, no augmentation (not the "
+        "official recipe; usually a little lower accuracy).")
+    add("--evaluate", default=None, help="Only validate this saved linear.pth.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the probe; returns the exit status (2 for a usage error, with the message on stderr)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UsageError as err:
+        print(f"eval_linear: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.epochs < 1 or args.val_freq < 1:
+        raise UsageError(f"--epochs {args.epochs} and --val_freq {args.val_freq} must be >= 1")
+    s = setup(args, need_data=True)
+    ctx, device = s.ctx, s.ctx.device
+    net = FeatureNet(s.backbone, args.n_last_blocks, args.avgpool_patchtokens, knn=False)
+    with torch.no_grad():
+        dim = net(torch.zeros(2, 3, args.input_size, args.input_size, device=device)).shape[1]
+    num_labels = len(s.train.classes)
+    classifier: nn.Module = LinearClassifier(dim, num_labels).to(device)
+    if ctx.distributed:
+        classifier = nn.parallel.DistributedDataParallel(classifier, device_ids=[device.index] if device.type == "cuda" else None)
+    val_f, _ = extract_features(net, s.val, s.extract, ctx.rank, ctx.world_size, device)  # frozen: extracted once
+    val_y = s.val_to_train[s.val.labels].to(device)
+    out = Path(args.output_dir)
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    record = {**describe(args, s), "n_last_blocks": args.n_last_blocks, "feature_dim": dim}
+    if args.evaluate:
+        state = torch.load(args.evaluate, map_location=device, weights_only=False)
+        _module(classifier).load_state_dict(state["state_dict"])
+        if ctx.is_main:
+            top1, top5, loss = accuracy(classifier, val_f, val_y)
+            print(f"Accuracy of {args.evaluate} on the {len(val_y)} val images: top-1 {top1:.2f}, top-5 {top5:.2f}")
+            write_json(args.output_dir, "linear.json", {**record, "evaluated": args.evaluate, "top1": top1, "top5": top5})
+        return 0
+
+    lr = args.lr * args.batch_size_per_gpu * ctx.world_size / 256  # linear scaling rule, as official
+    opt_cls = LARS if args.optimizer == "lars" else torch.optim.SGD
+    optimizer = opt_cls(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=0)
+    start_epoch, best = 0, {"top1": 0.0, "top5": 0.0}
+    if (out / CHECKPOINT).is_file():
+        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
+        if state.get("setup") != _resume_key(args, record):
+            raise UsageError(f"{out / CHECKPOINT} belongs to another evaluation ({state.get('setup')}); "
+                             "pick another --output_dir or delete it")
+        _module(classifier).load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, best = state["epoch"], state["best"]
+        if ctx.is_main:
+            print(f"resuming {out / CHECKPOINT} at epoch {start_epoch}")
+    train_f = train_y = None
+    if args.cached_features:
+        train_f, _ = extract_features(net, s.train, s.extract, ctx.rank, ctx.world_size, device)
+        train_f = broadcast_from_main(train_f, torch.float32, device)
+        train_y = s.train.labels.to(device)
+    log = open(out / "linear_log.jsonl", "a") if ctx.is_main else None
+    started = time.perf_counter()
+    for epoch in range(start_epoch, args.epochs):
+        if args.cached_features:
+            batches = cached_feature_batches(train_f, train_y, args.batch_size_per_gpu, ctx.rank, ctx.world_size,
+                                             args.seed, epoch)
+        else:
+            batches = image_feature_batches(net, s.train, s.extract, ctx.rank, ctx.world_size, device, args.seed, epoch)
+        stats = {"epoch": epoch, "train_loss": train_epoch(classifier, optimizer, batches), "lr": scheduler.get_last_lr()[0]}
+        scheduler.step()
+        if ctx.is_main and (epoch % args.val_freq == 0 or epoch == args.epochs - 1):
+            top1, top5, loss = accuracy(classifier, val_f, val_y)
+            stats.update(val_top1=top1, val_top5=top5, val_loss=loss)
+            if top1 > best["top1"]:
+                best = {"top1": top1, "top5": top5}
+            print(f"epoch {epoch}: train loss {stats['train_loss']:.4f}, val top-1 {top1:.2f}, top-5 {top5:.2f} "
+                  f"(best top-1 {best['top1']:.2f})")
+        if ctx.is_main:
+            log.write(json.dumps(stats) + "\n")
+            log.flush()
+            atomic_save({"epoch": epoch + 1, "state_dict": _module(classifier).state_dict(),
+                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+                         "setup": _resume_key(args, record)}, out / CHECKPOINT)
+    if ctx.is_main:
+        log.close()
+        record.update(epochs=args.epochs, lr=lr, optimizer=args.optimizer, cached_features=args.cached_features,
+                      train_seconds=round(time.perf_counter() - started, 2), top1=best["top1"], top5=best["top5"])
+        print(f"Linear probe done: best top-1 {best['top1']:.2f}, top-5 {best['top5']:.2f}; "
+              f"wrote {write_json(args.output_dir, 'linear.json', record)}")
+    if ctx.distributed:
+        dist.barrier()
+    return 0
+
+
+def _module(classifier: nn.Module) -> nn.Module:
+    return classifier.module if isinstance(classifier, nn.parallel.DistributedDataParallel) else classifier
+
+
+def _resume_key(args: argparse.Namespace, record: dict) -> dict:
+    """What must match for a saved classifier to be continued."""
+    return {k: record[k] for k in ("pretrained_weights", "checkpoint_key", "arch", "feature_dim", "data_path")} | {
+        "lr": args.lr, "epochs": args.epochs, "batch": args.batch_size_per_gpu, "cached": args.cached_features}

@@ -1,0 +1,139 @@
+"""Backbone weights out of a checkpoint: ours, the official MOKD one, an export, or a bare state dict.
+
+Unlike the official loader (``strict=False``, which evaluates a half-random network when keys do not
+match), every backbone key must be found with its shape; what is wrong is named.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from mokd_fast.errors import UsageError
+from mokd_fast.models.cnn import CNN_ALIASES, build_cnn
+from mokd_fast.models.vit import VIT_ALIASES, build_vit
+
+CHECKPOINT_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit")
+# Classifier weights a supervised or exported checkpoint may carry; the frozen backbone drops them.
+CLASSIFIER_KEYS = ("fc.weight", "fc.bias", "head.weight", "head.bias", "classifier.weight", "classifier.bias")
+
+
+@dataclass(frozen=True)
+class LoadedBackbone:
+    """A backbone with its weights and what it is.
+
+    Attributes:
+        module: The network (CNN: classifier removed; ViT: ``num_classes=0``), in eval mode.
+        arch: Official alias or timm name.
+        kind: ``cnn`` or ``vit``.
+        patch_size: The ViT's patch size (0 for a CNN).
+        epoch: The checkpoint's ``epoch`` entry, if any.
+    """
+
+    module: nn.Module
+    arch: str
+    kind: str
+    patch_size: int
+    epoch: int | None
+
+
+def is_vit_arch(arch: str, state: dict[str, torch.Tensor] | None = None) -> bool:
+    """ViT aliases, timm names of ViTs (and DeiTs) and weights with a class token are ViTs."""
+    if arch in VIT_ALIASES or (state is not None and "cls_token" in state):
+        return True
+    return arch not in CNN_ALIASES and any(part in arch.lower() for part in ("vit", "deit"))
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def _select(ckpt: Any, key: str | None, path: str) -> tuple[dict[str, torch.Tensor], Any]:
+    """The state dict under ``key`` (or the whole file when it is one) and the file's arch entry."""
+    if _is_state_dict(ckpt):
+        return ckpt, None
+    if not isinstance(ckpt, dict):
+        raise UsageError(f"--pretrained_weights {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    models = sorted(k for k, v in ckpt.items() if _is_state_dict(v))
+    if key is None:
+        raise UsageError(f"--pretrained_weights {path} holds several state dicts {models}; pick one with "
+                         "--checkpoint_key")
+    if key not in ckpt or not _is_state_dict(ckpt[key]):
+        raise UsageError(f"--pretrained_weights {path} has no state dict under --checkpoint_key {key!r}; "
+                         f"it has {models} (all keys: {sorted(ckpt)})")
+    arch_entry = "arch_vit" if key.endswith("vit") else "arch_cnn" if key.endswith("cnn") else "arch"
+    return ckpt[key], ckpt.get(arch_entry, ckpt.get("arch"))
+
+
+def _backbone_entries(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Backbone keys without ``module.``/``backbone.``; the DINO head and T-head are dropped."""
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    if any(k.startswith("backbone.") for k in state):
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    return {k: v for k, v in state.items() if k not in CLASSIFIER_KEYS}
+
+
+def build_backbone(arch: str, patch_size: int, vit: bool | None = None) -> nn.Module:
+    """A randomly initialised backbone as pre-training builds it (teachers: no drop path)."""
+    if is_vit_arch(arch) if vit is None else vit:
+        return build_vit(arch, patch_size, 0.0)
+    return build_cnn(arch).module
+
+
+def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
+                  patch_size: int | None = None) -> LoadedBackbone:
+    """Builds the backbone and loads its weights.
+
+    Args:
+        path: Checkpoint file; ``None`` or ``""`` evaluates a random initialisation of ``arch``.
+        key: ``teacher_cnn``... for a training checkpoint; ignored for a bare state dict.
+        arch: Architecture; ``None`` takes the checkpoint's ``arch_cnn``/``arch_vit``.
+        patch_size: ViT patch size; ``None`` reads it from the weights (16 for a random ViT alias).
+
+    Raises:
+        UsageError: Missing file or key (the keys present are listed), an architecture that
+            contradicts the checkpoint, or weights that do not fit the architecture.
+    """
+    if not path:
+        if arch is None:
+            raise UsageError("--arch is needed to evaluate a random initialisation (no --pretrained_weights)")
+        module = build_backbone(arch, patch_size or 16)
+        return _loaded(module.eval(), arch, None)
+    if not Path(path).is_file():
+        raise UsageError(f"--pretrained_weights {path}: no such file")
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    state, saved_arch = _select(ckpt, key, str(path))
+    where = f"{path}[{key!r}]" if key and not _is_state_dict(ckpt) else str(path)
+    if arch and saved_arch and arch != saved_arch:
+        raise UsageError(f"architecture mismatch: {where} was trained as {saved_arch!r} but --arch is {arch!r}; "
+                         f"drop --arch or pass --arch {saved_arch}")
+    arch = arch or saved_arch
+    if not arch:
+        raise UsageError(f"{where} does not record its architecture; pass --arch")
+    state = _backbone_entries(state)
+    proj = state.get("patch_embed.proj.weight")
+    saved_patch = int(proj.shape[-1]) if proj is not None and proj.ndim == 4 else None
+    if patch_size and saved_patch and patch_size != saved_patch:
+        raise UsageError(f"architecture mismatch: {where} has {saved_patch}x{saved_patch} patches but "
+                         f"--patch_size is {patch_size}")
+    module = build_backbone(arch, patch_size or saved_patch or 16, is_vit_arch(arch, state))
+    own = module.state_dict()
+    missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
+    wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if missing or unexpected or wrong:
+        raise UsageError(
+            f"architecture mismatch: {where} does not fit {arch!r}: {len(missing)} missing keys "
+            f"{missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}, {len(wrong)} of another shape "
+            f"{wrong[:2]}; check --arch (and --patch_size for a ViT)")
+    module.load_state_dict(state)
+    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) and not _is_state_dict(ckpt) else None
+    return _loaded(module.eval(), arch, epoch)
+
+
+def _loaded(module: nn.Module, arch: str, epoch: Any) -> LoadedBackbone:
+    vit = hasattr(module, "patch_embed")
+    patch = int(module.patch_embed.patch_size[0]) if vit else 0
+    return LoadedBackbone(module, arch, "vit" if vit else "cnn", patch, int(epoch) if epoch is not None else None)
