@@ -32,6 +32,7 @@ from mokd_fast.train_state import (
 from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
 from pipelines.batch import MultiCropBatch
 
+
 def seed_everything(seed: int) -> None:
     """Seeds Python, NumPy and torch (CPU and every CUDA device)."""
     random.seed(seed)

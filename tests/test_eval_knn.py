@@ -69,3 +69,31 @@ def test_two_processes_extract_the_features_of_one(converted_folders, tmp_path, 
     for name in ("trainfeat.pth", "testfeat.pth", "trainlabels.pth", "testlabels.pth"):
         one, two = torch.load(tmp_path / "one" / name), torch.load(tmp_path / "two" / name)
         assert torch.allclose(one, two, atol=1e-5), name
+
+
+def test_periodic_knn_is_logged_and_matches_the_tool_on_the_checkpoint(photo_folder, labelled_folder, tmp_path):
+    from mokd_fast.cli import main as train_main
+    from tests.conftest import TINY_RUN_FLAGS
+
+    out = tmp_path / "run"
+    assert train_main([*TINY_RUN_FLAGS, "--data_path", str(photo_folder), "--output_dir", str(out), "--tensorboard",
+                       "False", "--knn_every", "2", "--knn_data", str(labelled_folder), "--knn_k", "5"]) == 0
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    knn = [r for r in records if "knn_cnn_top1" in r]
+    assert [r["step"] for r in knn] == [0, 8]  # the random initialisation, then after epoch 1 (every 2 epochs)
+    for key in ("cnn", "vit"):
+        assert knn_main(["--pretrained_weights", str(out / "checkpoint.pth"), "--checkpoint_key", f"teacher_{key}",
+                         "--data_path", str(labelled_folder), "--input_size", "64", "--nb_knn", "5", "--num_workers", "1",
+                         "--output_dir", str(tmp_path / key)]) == 0
+        tool = json.loads((tmp_path / key / "knn.json").read_text())["results"]["5"]
+        assert tool["top1"] == pytest.approx(knn[-1][f"knn_{key}_top1"])
+        assert tool["top5"] == pytest.approx(knn[-1][f"knn_{key}_top5"])
+
+
+def test_knn_every_without_data_is_refused(photo_folder, tmp_path, capsys):
+    from mokd_fast.cli import main as train_main
+    from tests.conftest import TINY_RUN_FLAGS
+
+    status = train_main([*TINY_RUN_FLAGS, "--data_path", str(photo_folder), "--output_dir", str(tmp_path),
+                         "--knn_every", "1"])
+    assert status != 0 and "--knn_every needs --knn_data" in capsys.readouterr().err

@@ -26,7 +26,13 @@ from torch.utils.data import DataLoader, Dataset
 from mokd_fast.convert.ffcv_beton import BETON, import_ffcv
 from mokd_fast.convert.run import CLASSES, MANIFEST
 from mokd_fast.errors import UsageError
-from pipelines.dali import LABEL_BYTES, dali_to_torch, decode_labels, import_dali, shard_paths
+from pipelines.dali import (
+    LABEL_BYTES,
+    dali_to_torch,
+    decode_labels,
+    import_dali,
+    shard_paths,
+)
 from pipelines.torchvision import open_image_folder
 
 FORMATS = ("auto", "imagefolder", "ffcv", "dali")
@@ -174,7 +180,10 @@ def _ffcv_batches(split: Split, size: int, resize: int, train: bool, batch_size:
     threads = torch.get_num_threads()  # FFCV sets torch's thread count on import and per Loader
     import_ffcv()
     from ffcv.fields.basics import IntDecoder
-    from ffcv.fields.rgb_image import CenterCropRGBImageDecoder, RandomResizedCropRGBImageDecoder
+    from ffcv.fields.rgb_image import (
+        CenterCropRGBImageDecoder,
+        RandomResizedCropRGBImageDecoder,
+    )
     from ffcv.loader import Loader, OrderOption
     from ffcv.transforms import RandomHorizontalFlip, ToTensor, ToTorchImage
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import timm
 import torch
-import torch.nn as nn
 import torchvision.models as tvm
+from torch import nn
 
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone

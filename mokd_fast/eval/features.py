@@ -1,8 +1,8 @@
 """The frozen features each evaluation reads, with the official choices of token and block."""
 
 import torch
-import torch.nn as nn
 import torchvision.models as tvm
+from torch import nn
 
 from mokd_fast.eval.weights import LoadedBackbone
 from mokd_fast.models.vit import vit_last_blocks

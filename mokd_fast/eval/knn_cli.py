@@ -7,8 +7,15 @@ import torch.distributed as dist
 
 from mokd_fast.distributed import shutdown
 from mokd_fast.errors import UsageError
-from mokd_fast.eval.common import (add_common_flags, describe, dump_features, labelled_features,
-                                   load_dumped_features, setup, write_json)
+from mokd_fast.eval.common import (
+    add_common_flags,
+    describe,
+    dump_features,
+    labelled_features,
+    load_dumped_features,
+    setup,
+    write_json,
+)
 from mokd_fast.eval.features import FeatureNet
 from mokd_fast.eval.knn import knn_classify
 

@@ -5,8 +5,8 @@ from collections.abc import Iterator
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
 import torch.nn.functional as F
+from torch import nn
 
 from mokd_fast.eval.data import Split, split_batches
 from mokd_fast.eval.extract import ExtractSettings

@@ -8,15 +8,21 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn as nn
+from torch import nn
 
 from mokd_fast.distributed import shutdown
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.common import add_common_flags, describe, setup, write_json
 from mokd_fast.eval.extract import extract_features
 from mokd_fast.eval.features import FeatureNet
-from mokd_fast.eval.linear import (LinearClassifier, accuracy, broadcast_from_main, cached_feature_batches,
-                                   image_feature_batches, train_epoch)
+from mokd_fast.eval.linear import (
+    LinearClassifier,
+    accuracy,
+    broadcast_from_main,
+    cached_feature_batches,
+    image_feature_batches,
+    train_epoch,
+)
 from mokd_fast.optim import LARS
 from mokd_fast.train_state import atomic_save
 

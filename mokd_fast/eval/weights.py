@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn as nn
+from torch import nn
 
 from mokd_fast.errors import UsageError
 from mokd_fast.models.cnn import CNN_ALIASES, build_cnn

@@ -8,9 +8,9 @@ from functools import partial
 
 import timm
 import torch
-import torch.nn as nn
 from timm.layers import trunc_normal_
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from mokd_fast.models.cnn import unknown_name_error
 from mokd_fast.models.pos_embed import resample_grid_pos_embed
