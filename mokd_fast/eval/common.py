@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from mokd_fast.distributed import DistContext, init_distributed
+from mokd_fast.errors import UsageError
 from mokd_fast.eval.data import FORMATS, Split, default_resize, open_splits
 from mokd_fast.eval.extract import ExtractSettings, extract_features
 from mokd_fast.eval.features import AVGPOOL_CHOICES, FeatureNet
@@ -111,8 +112,6 @@ def load_dumped_features(folder: str, device: torch.device) -> dict[str, Any]:
     Raises:
         UsageError: A file is missing.
     """
-    from mokd_fast.errors import UsageError
-
     root = Path(folder)
     missing = [n for n in FEATURE_FILES if not (root / n).is_file()]
     if missing:
