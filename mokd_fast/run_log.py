@@ -92,16 +92,20 @@ class RunLog:
         if self.bar is not None:
             self.bar.update(1)
 
-    def write(self, record: dict[str, Any]) -> None:
-        """One log.jsonl line (and its TensorBoard scalars and bar summary)."""
-        if not self.enabled:
-            return
+    def _append(self, record: dict[str, Any]) -> None:
+        """One log.jsonl line and the TensorBoard scalars of its float values."""
         self.file.write(json.dumps(record) + "\n")
         self.file.flush()
         if self.writer is not None:
             for key, value in record.items():
                 if key not in ("step", "epoch") and isinstance(value, float):
                     self.writer.add_scalar(key, value, record["step"])
+
+    def write(self, record: dict[str, Any]) -> None:
+        """One log.jsonl line (and its TensorBoard scalars and bar summary)."""
+        if not self.enabled:
+            return
+        self._append(record)
         self.bar.set_postfix(
             epoch=record["epoch"], L_cnn=f"{record['loss_cnn']:.3f}", L_vit=f"{record['loss_vit']:.3f}",
             samples_s=f"{record['samples_per_s']:.1f}", data_wait=f"{record['data_wait']:.0%}",
@@ -111,12 +115,7 @@ class RunLog:
         """An evaluation's log.jsonl line and TensorBoard scalars, announced above the bar."""
         if not self.enabled:
             return
-        self.file.write(json.dumps(record) + "\n")
-        self.file.flush()
-        if self.writer is not None:
-            for key, value in record.items():
-                if key not in ("step", "epoch"):
-                    self.writer.add_scalar(key, value, record["step"])
+        self._append(record)
         scores = ", ".join(f"{k.removeprefix('knn_')} {v:.2f}" for k, v in record.items() if k.startswith("knn_"))
         tqdm.write(f"k-NN after step {record['step']} (epoch {record['epoch']}): {scores}")
 

@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mokd_fast.distributed import DistContext, init_distributed
+from mokd_fast.distributed import DistContext, init_distributed, shutdown
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.data import FORMATS, Split, default_resize, open_splits
 from mokd_fast.eval.extract import ExtractSettings, extract_features
@@ -147,3 +149,14 @@ def write_json(folder: str, name: str, record: dict[str, Any]) -> Path:
     path = out / name
     path.write_text(json.dumps(record, indent=2) + "\n")
     return path
+
+
+def run_tool(name: str, run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Runs an evaluation tool: a usage error is one line on stderr and status 2; the process group is left."""
+    try:
+        return run(args)
+    except UsageError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()

@@ -1,11 +1,9 @@
 """``tools/eval_knn.py``: DINO's weighted k-NN on frozen features, with the official flags."""
 
 import argparse
-import sys
 
 import torch.distributed as dist
 
-from mokd_fast.distributed import shutdown
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.common import (
     add_common_flags,
@@ -13,6 +11,7 @@ from mokd_fast.eval.common import (
     dump_features,
     labelled_features,
     load_dumped_features,
+    run_tool,
     setup,
     write_json,
 )
@@ -32,14 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the evaluation; returns the exit status (2 for a usage error, with the message on stderr)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except UsageError as err:
-        print(f"eval_knn: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown()
+    return run_tool("eval_knn", _run, build_parser().parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -10,9 +9,14 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mokd_fast.distributed import shutdown
 from mokd_fast.errors import UsageError
-from mokd_fast.eval.common import add_common_flags, describe, setup, write_json
+from mokd_fast.eval.common import (
+    add_common_flags,
+    describe,
+    run_tool,
+    setup,
+    write_json,
+)
 from mokd_fast.eval.extract import extract_features
 from mokd_fast.eval.features import FeatureNet
 from mokd_fast.eval.linear import (
@@ -51,14 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the probe; returns the exit status (2 for a usage error, with the message on stderr)."""
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except UsageError as err:
-        print(f"eval_linear: error: {err}", file=sys.stderr)
-        return 2
-    finally:
-        shutdown()
+    return run_tool("eval_linear", _run, build_parser().parse_args(argv))
 
 
 def _run(args: argparse.Namespace) -> int:
