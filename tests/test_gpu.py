@@ -66,3 +66,23 @@ def test_cuda_pipelines_deliver_on_the_device(backend, photo_folder, tmp_path) -
         assert batch.global_crops.device == device and batch.local_crops.device == device
         assert batch.global_crops.shape == (8, 3, 64, 64) and batch.local_crops.shape == (8, 3, 32, 32)
         assert torch.isfinite(batch.global_crops).all() and batch.labels.device == device
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("arch", ["resnet18", "vit_tiny"])
+def test_cuda_knn_features_bf16_match_cpu_fp32(arch, labelled_folder, tmp_path) -> None:
+    """eval_knn on CUDA (bf16 autocast, channels-last CNN) extracts the features the CPU fp32 path does."""
+    from mokd_fast.eval.knn_cli import main as knn_main
+
+    common = ["--arch", arch, "--data_path", str(labelled_folder), "--input_size", "64", "--batch_size_per_gpu", "8",
+              "--num_workers", "1", "--nb_knn", "1", "4"]
+    for device in ("cpu", "cuda"):
+        assert knn_main([*common, "--device", device, "--output_dir", str(tmp_path / device),
+                         "--dump_features", str(tmp_path / device / "f")]) == 0
+    cpu = torch.load(tmp_path / "cpu" / "f" / "trainfeat.pth")  # [16, D] float32
+    gpu = torch.load(tmp_path / "cuda" / "f" / "trainfeat.pth")
+    assert gpu.dtype == torch.float32 and gpu.shape == cpu.shape
+    cosine = torch.nn.functional.cosine_similarity(cpu.double(), gpu.double(), dim=1)
+    assert cosine.min() > 0.99, cosine
+    for name in ("trainlabels.pth", "testlabels.pth"):
+        assert torch.equal(torch.load(tmp_path / "cpu" / "f" / name), torch.load(tmp_path / "cuda" / "f" / name))

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Benchmarks (never tests): ``python tools/benchmark.py --mode {convert,data,step,e2e} ...``.
+"""Benchmarks (never tests): ``python tools/benchmark.py --mode {convert,data,step,e2e,knn} ...``.
 
 ``step``: the training step alone on synthetic batches already on the device; ``e2e``: the step fed
 by a real pipeline (data wait included). Both time our step (all switches as resolved for the
@@ -9,11 +9,14 @@ measured matmul rate.
 ``data``: delivered multi-crop samples/s (and crops/s) of a pipeline on the device.
 ``convert``: images/s of tools/convert_dataset.py for each format and worker count, over a folder of
 ImageNet-sized JPEGs made from the photographs bundled with scikit-image, and the output sizes.
+``knn``: features/s of ``tools/eval_knn.py`` per precision over ``--data`` (train/ and val/) or
+``--images`` such JPEGs, beside the backbone alone on a batch already on the device.
 Writes a JSON record (command, machine, date, figures).
 """
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import shutil
@@ -33,22 +36,44 @@ from mokd_fast.convert.cli import main as convert_main
 from mokd_fast.sample_images import PHOTO_NAMES, sample_photos
 
 
-def imagenet_like_folder(root: Path, n: int, seed: int = 0) -> Path:
-    """``n`` JPEGs (quality 90) sized like ImageNet's (short side 333..500, aspect 3/4..4/3), 10 classes."""
+def imagenet_like_folder(root: Path, n: int, seed: int = 0, workers: int = 1) -> Path:
+    """``n`` JPEGs (quality 90) sized like ImageNet's (short side 333..500, aspect 3/4..4/3), 10 classes.
+
+    The crops are drawn here in one sequence, so the images are the same for any ``workers``; only
+    the resizing and JPEG encoding are spread over the worker processes.
+    """
     rng = np.random.default_rng(seed)
-    photos = list(sample_photos().values())
+    sizes = [photo.size for photo in sample_photos().values()]
+    jobs = []
     for i in range(n):
-        photo = photos[i % len(photos)]
+        width, height = sizes[i % len(sizes)]
         short = int(rng.integers(333, 501))
         aspect = float(np.exp(rng.uniform(np.log(3 / 4), np.log(4 / 3))))
         size = (round(short * aspect), short) if aspect >= 1 else (short, round(short / aspect))
-        crop_w, crop_h = min(photo.width, size[0]), min(photo.height, size[1])
-        left, top = int(rng.integers(0, photo.width - crop_w + 1)), int(rng.integers(0, photo.height - crop_h + 1))
-        image = photo.crop((left, top, left + crop_w, top + crop_h)).resize(size, Image.Resampling.BICUBIC)
-        folder = root / f"class{i % 10}"
+        crop_w, crop_h = min(width, size[0]), min(height, size[1])
+        left, top = int(rng.integers(0, width - crop_w + 1)), int(rng.integers(0, height - crop_h + 1))
+        path = root / f"class{i % 10}" / f"{PHOTO_NAMES[i % len(sizes)]}_{i:05d}.jpg"
+        jobs.append((i % len(sizes), (left, top, left + crop_w, top + crop_h), size, path))
+    for folder in {path.parent for *_, path in jobs}:
         folder.mkdir(parents=True, exist_ok=True)
-        image.save(folder / f"{PHOTO_NAMES[i % len(photos)]}_{i:05d}.jpg", quality=90)
+    if workers > 1:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:  # forked before any CUDA use
+            pool.map(_render, jobs, chunksize=max(1, n // (8 * workers)))
+    else:
+        for job in jobs:
+            _render(job)
     return root
+
+
+_PHOTOS: list[Image.Image] = []
+
+
+def _render(job: tuple[int, tuple[int, int, int, int], tuple[int, int], Path]) -> None:
+    """One image of :func:`imagenet_like_folder` (photos loaded once per process)."""
+    if not _PHOTOS:
+        _PHOTOS.extend(sample_photos().values())
+    photo, box, size, path = job
+    _PHOTOS[photo].crop(box).resize(size, Image.Resampling.BICUBIC).save(path, quality=90)
 
 
 def bench_convert(args: argparse.Namespace) -> dict:
@@ -104,6 +129,78 @@ def bench_data(args: argparse.Namespace) -> dict:
             "local_crops_number": args.local_crops_number, "num_workers": args.num_workers, **options, "steps": steps,
             "seconds": round(seconds, 3), "samples_per_s": round(samples / seconds, 2),
             "crops_per_s": round(samples * (2 + args.local_crops_number) / seconds, 1)}
+
+
+def bench_knn(args: argparse.Namespace) -> dict:
+    """Features/s of ``tools/eval_knn.py`` end to end (loader, backbone, gather), beside the backbone alone.
+
+    The tool's rate counts both extraction passes, loader start-up included; the backbone-only rate
+    (one random batch already on the device) is its ceiling, so the gap between them is the loader.
+    """
+    import torch
+
+    from mokd_fast.eval.knn_cli import main as knn_main
+
+    device = torch.device(args.device)
+    work = Path(tempfile.mkdtemp(prefix="mokd_knn_bench_"))
+    try:
+        data = Path(args.data) if args.data else _labelled_folder(work / "data", args.images)
+        runs = []
+        for precision in args.precisions:
+            out = work / f"knn_{len(runs)}"
+            start = time.perf_counter()
+            status = knn_main(["--arch", args.arch, "--data_path", str(data), "--device", device.type,
+                               "--precision", precision, "--batch_size_per_gpu", str(args.batch_size_per_gpu),
+                               "--num_workers", str(args.num_workers), "--nb_knn", "20", "--output_dir", str(out)])
+            if status:
+                raise SystemExit(f"eval_knn failed with status {status}")
+            report = json.loads((out / "knn.json").read_text())
+            runs.append({"precision": precision, "tool_seconds": round(time.perf_counter() - start, 2),
+                         "extract_seconds": report["extract_seconds"],
+                         "features_per_s": report["features_per_second"],
+                         "backbone_features_per_s": _backbone_rate(args, device, precision),
+                         "top1_k20": report["results"]["20"]["top1"]})
+            print(json.dumps(runs[-1]), flush=True)
+        return {**_machine(device), "arch": args.arch, "weights": "random init", "data": args.data or "generated",
+                "train_images": report["train_images"], "val_images": report["val_images"],
+                "batch_size_per_gpu": args.batch_size_per_gpu, "num_workers": args.num_workers, "runs": runs}
+    finally:
+        shutil.rmtree(work)
+
+
+def _labelled_folder(root: Path, n: int) -> Path:
+    """``train/`` (9/10 of ``n``) and ``val/`` ImageNet-sized JPEGs, made with every CPU."""
+    imagenet_like_folder(root / "train", n - n // 10, seed=0, workers=os.cpu_count() or 1)
+    imagenet_like_folder(root / "val", n // 10, seed=1, workers=os.cpu_count() or 1)
+    return root
+
+
+def _backbone_rate(args: argparse.Namespace, device, precision: str) -> float:
+    """Images/s of the k-NN feature network on one random 224 batch kept on the device."""
+    import contextlib
+
+    import torch
+
+    from mokd_fast.eval.features import FeatureNet
+    from mokd_fast.eval.weights import load_backbone
+
+    backbone = load_backbone("", "teacher_cnn", args.arch)
+    net = FeatureNet(backbone, knn=True).to(device).eval()
+    images = torch.randn(args.batch_size_per_gpu, 3, 224, 224, device=device)
+    cuda = device.type == "cuda"
+    if cuda and backbone.kind == "cnn":
+        net = net.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    bf16 = cuda and precision in ("auto", "bf16")
+    autocast = torch.autocast("cuda", torch.bfloat16) if bf16 else contextlib.nullcontext()
+    times = []
+    with torch.no_grad(), autocast:
+        for _ in range(args.warmup + args.steps):
+            net(images)
+            if cuda:
+                torch.cuda.synchronize()  # sync point: the batch is finished
+            times.append(time.perf_counter())
+    return round(args.steps * args.batch_size_per_gpu / (times[-1] - times[args.warmup - 1]), 1)
 
 
 def _machine(device) -> dict:
@@ -192,10 +289,11 @@ def _table(record: dict) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__)
-    parser.add_argument("--mode", required=True, choices=["convert", "data", "step", "e2e"])
+    parser.add_argument("--mode", required=True, choices=["convert", "data", "step", "e2e", "knn"])
     parser.add_argument("--json", type=Path, default=None, help="where to write the record")
     conv = parser.add_argument_group("--mode convert")
-    conv.add_argument("--images", type=int, default=2000, help="ImageNet-sized JPEGs to make and convert")
+    conv.add_argument("--images", type=int, default=None,
+                      help="ImageNet-sized JPEGs to make (convert: 2000; knn without --data: 10000)")
     conv.add_argument("--formats", nargs="+", default=["dali", "ffcv"], choices=["dali", "ffcv"])
     conv.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     data = parser.add_argument_group("--mode data")
@@ -223,14 +321,23 @@ def main() -> int:
     train.add_argument("--ablate", action="store_true", help="also time each switch flipped in turn")
     train.add_argument("--peak_tflops", type=float, default=None,
                        help="MFU denominator; default: a measured bf16 (CUDA) or fp32 (CPU) matmul rate")
+    knn = parser.add_argument_group("--mode knn (also --data, --batch_size_per_gpu, --num_workers, --device, "
+                                    "--steps and --warmup for the backbone-only rate)")
+    knn.add_argument("--arch", default="resnet50", help="backbone (random init: the rate does not depend on weights)")
+    knn.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"],
+                     help="one eval_knn run each, in this order")
     args = parser.parse_args()
+    if args.mode == "knn" and args.warmup < 1:
+        parser.error("--mode knn needs --warmup >= 1 (the first backbone batch autotunes)")
+    if args.images is None:
+        args.images = 10000 if args.mode == "knn" else 2000
     if args.mode in ("data", "e2e") and not args.data:
         parser.error(f"--mode {args.mode} needs --data (an ImageFolder, a .beton or a shard folder)")
     if args.mode == "e2e" and args.pipeline == "synthetic":
         parser.error("--mode e2e times a real pipeline; --mode step is the synthetic one")
     if args.mode == "data" and args.pipeline == "synthetic":
         parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali or auto")
-    modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train}
+    modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn}
     figures = modes[args.mode](args)
     record = {"mode": args.mode, "command": "python tools/benchmark.py " + " ".join(sys.argv[1:]),
               "date": date.today().isoformat(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
