@@ -1,0 +1,34 @@
+"""tools/benchmark.py: the image generator is the same in parallel, and the k-NN mode reports what it ran."""
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tools"))
+
+import benchmark
+
+
+def _digests(root: Path) -> dict[str, str]:
+    return {str(f.relative_to(root)): hashlib.md5(f.read_bytes()).hexdigest() for f in sorted(root.rglob("*.jpg"))}
+
+
+def test_imagenet_like_folder_same_images_with_workers(tmp_path) -> None:
+    one = _digests(benchmark.imagenet_like_folder(tmp_path / "one", 12))
+    two = _digests(benchmark.imagenet_like_folder(tmp_path / "two", 12, workers=2))
+    assert len(one) == 12 and one == two
+
+
+def test_knn_mode_runs_eval_knn_and_writes_the_record(tmp_path) -> None:
+    out = tmp_path / "knn.json"
+    subprocess.run([sys.executable, str(REPO / "tools/benchmark.py"), "--mode", "knn", "--images", "30", "--arch",
+                    "resnet18", "--batch_size_per_gpu", "8", "--num_workers", "1", "--steps", "2", "--warmup", "1",
+                    "--precisions", "fp32", "--device", "cpu", "--json", str(out)], check=True, capture_output=True)
+    record = json.loads(out.read_text())
+    assert (record["mode"], record["arch"], record["train_images"], record["val_images"]) == ("knn", "resnet18", 27, 3)
+    (run,) = record["runs"]
+    assert run["precision"] == "fp32" and run["features_per_s"] > 0 and run["backbone_features_per_s"] > 0
+    assert 0 <= run["top1_k20"] <= 100
