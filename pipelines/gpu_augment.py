@@ -60,7 +60,6 @@ class ViewParams:
     solarize: torch.Tensor
 
 
-
 def _uniform(gen: torch.Generator, shape: tuple[int, ...], low: float, high: float) -> torch.Tensor:
     return torch.rand(shape, generator=gen, dtype=torch.float64) * (high - low) + low
 

@@ -27,7 +27,6 @@ from tests.helpers import ks_statistic
 N = 4000
 
 
-
 @pytest.mark.parametrize(("height", "width", "scale"), [(300, 400, (0.25, 1.0)), (375, 500, (0.05, 0.25)), (900, 120, (0.25, 1.0))])
 def test_crop_boxes_follow_random_resized_crop(height, width, scale):
     view = ViewPolicy(96, scale)

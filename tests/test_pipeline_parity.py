@@ -50,7 +50,6 @@ def _crops(backend: str, data, policy: MultiCropPolicy, epochs: int) -> torch.Te
     return torch.cat(out).float()
 
 
-
 def _rate_ok(hits: torch.Tensor, p: float) -> bool:
     n = len(hits)
     return abs(hits.double().mean().item() - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1e-9

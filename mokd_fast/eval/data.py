@@ -204,6 +204,7 @@ def _ffcv_batches(split: Split, size: int, resize: int, train: bool, batch_size:
         yield images.contiguous(), labels.view(-1).long().to(device), index.view(-1).long().to(device)
     torch.set_num_threads(threads)
 
+
 def _dali_batches(split: Split, size: int, resize: int, train: bool, batch_size: int, rank: int,
                   world_size: int, seed: int, epoch: int, num_workers: int,
                   device: torch.device) -> Iterator[Batch]:

@@ -1,6 +1,7 @@
 """``tools/eval_linear.py``: the official linear probe on a frozen backbone, DDP-aware, resumable."""
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -106,31 +107,31 @@ def _run(args: argparse.Namespace) -> int:
         train_f, _ = extract_features(net, s.train, s.extract, ctx.rank, ctx.world_size, device)
         train_f = broadcast_from_main(train_f, torch.float32, device)
         train_y = s.train.labels.to(device)
-    log = open(out / "linear_log.jsonl", "a") if ctx.is_main else None
-    started = time.perf_counter()
-    for epoch in range(start_epoch, args.epochs):
-        if args.cached_features:
-            batches = cached_feature_batches(train_f, train_y, args.batch_size_per_gpu, ctx.rank, ctx.world_size,
-                                             args.seed, epoch)
-        else:
-            batches = image_feature_batches(net, s.train, s.extract, ctx.rank, ctx.world_size, device, args.seed, epoch)
-        stats = {"epoch": epoch, "train_loss": train_epoch(classifier, optimizer, batches), "lr": scheduler.get_last_lr()[0]}
-        scheduler.step()
-        if ctx.is_main and (epoch % args.val_freq == 0 or epoch == args.epochs - 1):
-            top1, top5, loss = accuracy(classifier, val_f, val_y)
-            stats.update(val_top1=top1, val_top5=top5, val_loss=loss)
-            if top1 > best["top1"]:
-                best = {"top1": top1, "top5": top5}
-            print(f"epoch {epoch}: train loss {stats['train_loss']:.4f}, val top-1 {top1:.2f}, top-5 {top5:.2f} "
-                  f"(best top-1 {best['top1']:.2f})")
-        if ctx.is_main:
-            log.write(json.dumps(stats) + "\n")
-            log.flush()
-            atomic_save({"epoch": epoch + 1, "state_dict": _module(classifier).state_dict(),
-                         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
-                         "setup": _resume_key(args, record)}, out / CHECKPOINT)
+    log_file = open(out / "linear_log.jsonl", "a") if ctx.is_main else contextlib.nullcontext()  # noqa: SIM115
+    with log_file as log:
+        started = time.perf_counter()
+        for epoch in range(start_epoch, args.epochs):
+            if args.cached_features:
+                batches = cached_feature_batches(train_f, train_y, args.batch_size_per_gpu, ctx.rank, ctx.world_size,
+                                                 args.seed, epoch)
+            else:
+                batches = image_feature_batches(net, s.train, s.extract, ctx.rank, ctx.world_size, device, args.seed, epoch)
+            stats = {"epoch": epoch, "train_loss": train_epoch(classifier, optimizer, batches), "lr": scheduler.get_last_lr()[0]}
+            scheduler.step()
+            if ctx.is_main and (epoch % args.val_freq == 0 or epoch == args.epochs - 1):
+                top1, top5, loss = accuracy(classifier, val_f, val_y)
+                stats.update(val_top1=top1, val_top5=top5, val_loss=loss)
+                if top1 > best["top1"]:
+                    best = {"top1": top1, "top5": top5}
+                print(f"epoch {epoch}: train loss {stats['train_loss']:.4f}, val top-1 {top1:.2f}, top-5 {top5:.2f} "
+                      f"(best top-1 {best['top1']:.2f})")
+            if ctx.is_main:
+                log.write(json.dumps(stats) + "\n")
+                log.flush()
+                atomic_save({"epoch": epoch + 1, "state_dict": _module(classifier).state_dict(),
+                             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "best": best,
+                             "setup": _resume_key(args, record)}, out / CHECKPOINT)
     if ctx.is_main:
-        log.close()
         record.update(epochs=args.epochs, lr=lr, optimizer=args.optimizer, cached_features=args.cached_features,
                       train_seconds=round(time.perf_counter() - started, 2), top1=best["top1"], top5=best["top5"])
         print(f"Linear probe done: best top-1 {best['top1']:.2f}, top-5 {best['top5']:.2f}; "
