@@ -191,6 +191,8 @@ class Trainer:
             f"2x{self.method.global_size} + {self.method.local_crops_number}x{self.method.local_size}; "
             f"steps {self.start_step} -> {self.end_step}; output {self.out}"
         )
+        if self.cfg.optimizer_warning is not None:
+            log.message(f"warning: {self.cfg.optimizer_warning}")
         if self.ctx.distributed and self.cfg.sync_bn and self.ctx.device.type != "cuda":
             log.message("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
 

@@ -9,6 +9,8 @@ PIPELINES = ("auto", "torchvision", "ffcv", "dali")
 OPTIMIZERS = ("adamw", "sgd", "lars")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+# Base CNN learning rates at or above this are SGD-scale (the recipe: 0.1); AdamW ones are ~1e-3 or below.
+ADAMW_LR_LIMIT = 0.01
 
 
 @dataclass
@@ -113,6 +115,20 @@ class TrainConfig:
                 self.precision in ("auto", implied),
                 f"--use_fp16 {self.use_fp16} contradicts --precision {self.precision}; give one of them",
             )
+
+    @property
+    def optimizer_warning(self) -> str | None:
+        """A warning when the CNN would run AdamW at a learning rate meant for SGD, else ``None``.
+
+        The official defaults (``--optimizer adamw``, ``--lr_cnn 0.3``) do exactly that, while its
+        published recipe passes ``--optimizer sgd``; AdamW at such a rate wrecks the CNN within an epoch,
+        so the run says so instead of failing silently. It stays a warning to keep the official defaults.
+        """
+        if self.optimizer == "adamw" and self.lr_cnn >= ADAMW_LR_LIMIT:
+            return (f"--optimizer adamw with --lr_cnn {self.lr_cnn}: the CNN gets AdamW at a learning rate meant "
+                    f"for SGD and will degrade; the official recipe uses --optimizer sgd (or lower --lr_cnn below "
+                    f"{ADAMW_LR_LIMIT} for AdamW)")
+        return None
 
     @property
     def resolved_precision(self) -> str:

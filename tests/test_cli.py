@@ -70,6 +70,18 @@ def test_every_shipped_recipe_loads():
         parse_config(["--config", str(recipe)])
 
 
+def test_adamw_at_an_sgd_learning_rate_warns_and_the_recipes_do_not():
+    """The official defaults put AdamW on the CNN at lr 0.3; the run must say so, naming the flags."""
+    _, defaults = parse_config(["--data_path", "/d"])
+    assert defaults.optimizer == "adamw" and "--optimizer sgd" in defaults.optimizer_warning
+    _, adamw_rate = parse_config(["--data_path", "/d", "--lr_cnn", "0.0005"])
+    assert adamw_rate.optimizer_warning is None
+    _, readme = parse_config(shlex.split(OFFICIAL_README_FLAGS))
+    assert readme.optimizer_warning is None
+    for recipe in sorted((REPO / "configs").glob("*.yaml")):
+        assert parse_config(["--config", str(recipe)])[1].optimizer_warning is None, recipe.name
+
+
 def test_command_line_overrides_the_recipe(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("lr_cnn: 0.2\nepochs: 70\nlocal_crops_scale: [0.1, 0.3]\n")
