@@ -126,8 +126,8 @@ class TrainConfig:
         """
         if self.optimizer == "adamw" and self.lr_cnn >= ADAMW_LR_LIMIT:
             return (f"--optimizer adamw with --lr_cnn {self.lr_cnn}: the CNN gets AdamW at a learning rate meant "
-                    f"for SGD and will degrade; the official recipe uses --optimizer sgd (or lower --lr_cnn below "
-                    f"{ADAMW_LR_LIMIT} for AdamW)")
+                    f"for SGD and will degrade; the official recipe uses --optimizer sgd (for AdamW, use an --lr_cnn "
+                    f"below {ADAMW_LR_LIMIT})")
         return None
 
     @property
