@@ -44,7 +44,9 @@ def _run(args: argparse.Namespace) -> int:
     else:
         net = FeatureNet(s.backbone, 1, args.avgpool_patchtokens, knn=True)
         if s.ctx.is_main:
-            print(f"{s.backbone.arch} ({args.checkpoint_key} of {args.pretrained_weights or 'random init'}): "
+            source = (f"{args.checkpoint_key} of {args.pretrained_weights}" if args.pretrained_weights
+                      else "random initialisation")
+            print(f"{s.backbone.arch} ({source}): "
                   f"{len(s.train)} train and {len(s.val)} val images ({s.train.format}), {s.ctx.world_size} process(es)")
         data = labelled_features(s, net)
         record = describe(args, s)
