@@ -76,8 +76,9 @@ class Trainer:
         check_on_main(ctx, lambda: prepare_output_dir(self.out, resuming=bool(cfg.resume)))
         policy = MultiCropPolicy.mokd(method.global_size, method.local_size, cfg.global_crops_scale,
                                       cfg.local_crops_scale, method.local_crops_number)
-        self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path)
-        options = {"resampler": cfg.crop_resampler} if self.pipeline_name == "ffcv" else {}
+        self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path, ctx.device)
+        # The backends that cut views with gpu_augment take the resampler.
+        options = {"resampler": cfg.crop_resampler} if self.pipeline_name in ("ffcv", "nvjpeg") else {}
         channels_last = StepSwitches.resolve(cfg, ctx.device).channels_last  # crops arrive as the CNN wants them
         self.pipeline = PIPELINES[self.pipeline_name](data_path, policy, cfg.batch_size_per_gpu, ctx.world_size,
                                                       ctx.rank, cfg.seed, cfg.num_workers, ctx.device,

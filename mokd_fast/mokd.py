@@ -12,6 +12,7 @@ from mokd_fast.config import MOKDConfig
 from mokd_fast.ema import TeacherEMA
 from mokd_fast.losses import MOKDCriterion
 from mokd_fast.models.branches import ModelPair, StudentOutputs, TeacherOutputs
+from mokd_fast.regions import region
 from pipelines.batch import MultiCropBatch
 
 
@@ -117,7 +118,8 @@ class MOKD(nn.Module):
             ``cnn_self, cnn_thead, cnn_cross, cnn_search, vit_self, vit_thead, vit_cross, vit_search``.
         """
         students, teachers = self.forward_all(crops)
-        return self.criterion(students, teachers, epoch)
+        with region("losses"):
+            return self.criterion(students, teachers, epoch)
 
     def total_losses(self, terms: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``L_cnn = self + thead + lamda_c (cross + search)``; ``L_vit`` likewise with ``lamda_t``."""

@@ -18,6 +18,7 @@ from mokd_fast.optim import (
     clip_per_parameter,
     drop_last_layer_grads,
 )
+from mokd_fast.regions import region
 from mokd_fast.train_config import TrainConfig
 from pipelines.batch import MultiCropBatch
 
@@ -125,27 +126,32 @@ class TrainStep:
             terms = self.model.loss_terms(self.prepare(batch), epoch)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        return terms, self.model.backward(terms, self.scalers)
+        with region("backward"):
+            return terms, self.model.backward(terms, self.scalers)
 
     def __call__(self, batch: MultiCropBatch, step: int, epoch: int) -> dict[str, torch.Tensor]:
         """Runs the step; returns the eight terms and two totals, on the device.
 
         No host sync, except fp16's ``GradScaler.step`` (one per model, reading its inf check).
         """
-        self.schedules.apply(step, *self.optimizers)
+        with region("schedules"):
+            self.schedules.apply(step, *self.optimizers)
         terms, (loss_cnn, loss_vit) = self.forward_backward(batch, epoch)
         for i, opt in enumerate(self.optimizers):
-            if self.clips[i]:
+            with region("clip"):
+                if self.clips[i]:
+                    if self.scalers:
+                        self.scalers[i].unscale_(opt)
+                    clip_per_parameter(list(self.named[i].values()), self.clips[i], fused=self.cfg.fused_clip)
+                if epoch < self.cfg.freeze_last_layer:
+                    drop_last_layer_grads(self.named[i])
+            with region("optimizer"):
                 if self.scalers:
-                    self.scalers[i].unscale_(opt)
-                clip_per_parameter(list(self.named[i].values()), self.clips[i], fused=self.cfg.fused_clip)
-            if epoch < self.cfg.freeze_last_layer:
-                drop_last_layer_grads(self.named[i])
-            if self.scalers:
-                self.scalers[i].step(opt)
-                self.scalers[i].update()
-            else:
-                opt.step()
-        self.model.update_teachers(float(self.schedules.momentum[step]))
+                    self.scalers[i].step(opt)
+                    self.scalers[i].update()
+                else:
+                    opt.step()
+        with region("ema"):
+            self.model.update_teachers(float(self.schedules.momentum[step]))
         return {**terms, "loss_cnn": loss_cnn, "loss_vit": loss_vit}
 

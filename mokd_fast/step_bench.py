@@ -77,11 +77,15 @@ def flops_per_sample(step: TrainStep, batch: MultiCropBatch) -> float:
     return counter.get_total_flops() / (batch.global_crops.shape[0] // 2)
 
 
-def matmul_peak_flops(device: torch.device) -> float:
-    """A measured dense matmul rate (bf16 on CUDA, fp32 on CPU), in FLOP/s: the MFU denominator when no
-    ``--peak_tflops`` is given."""
+def matmul_peak_flops(device: torch.device, dtype: torch.dtype | None = None) -> float:
+    """A measured dense matmul rate in FLOP/s: the MFU denominator when no ``--peak_tflops`` is given.
+
+    ``dtype`` defaults to bf16 on CUDA and fp32 on CPU (fp32 on CUDA runs as TF32 only if torch's
+    matmul precision allows it; the default, "highest", measures true fp32).
+    """
     cuda = device.type == "cuda"
-    n, dtype = (8192, torch.bfloat16) if cuda else (1024, torch.float32)
+    dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+    n = 8192 if cuda else 1024
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     for _ in range(3):
         a @ b
@@ -92,7 +96,7 @@ def matmul_peak_flops(device: torch.device) -> float:
     for _ in range(reps):
         a @ b
     if cuda:
-        torch.cuda.synchronize(device)
+        torch.cuda.synchronize(device)  # sync point: the timed matmuls are done
     return 2 * n**3 * reps / (time.perf_counter() - start)
 
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from mokd_fast.settings import setting
 from pipelines.gpu_augment import RESAMPLERS
 
-PIPELINES = ("auto", "torchvision", "ffcv", "dali")
+PIPELINES = ("auto", "torchvision", "ffcv", "dali", "nvjpeg")
 OPTIMIZERS = ("adamw", "sgd", "lars")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -28,10 +28,12 @@ class TrainConfig:
     saveckp_freq: int = setting(10, "Keep checkpoint{epoch:04}.pth every this many epochs (and after the last).")
     pipeline: str = setting(
         "auto", "Data pipeline: torchvision reads an ImageFolder; ffcv a .beton and dali a shard folder, both from "
-        "tools/convert_dataset.py; auto picks the one --data_path was converted for.",
+        "tools/convert_dataset.py; nvjpeg reads the dali shard folder and decodes with torchvision (nvJPEG on CUDA), "
+        "for machines without DALI; auto picks the one --data_path was converted for (nvjpeg for shards on CUDA "
+        "when DALI is not installed).",
         choices=PIPELINES)
     crop_resampler: str = setting(
-        "auto", "How the ffcv pipeline cuts views from its decoded images: roi_align (one batched kernel, bilinear "
+        "auto", "How the ffcv and nvjpeg pipelines cut views from their decoded images: roi_align (one batched kernel, bilinear "
         "area-averaging), resize (per-crop antialiased resize with the policy's bicubic filter, like the reference; "
         "fastest on CPU) or auto (resize on CPU, roi_align on CUDA).", choices=RESAMPLERS)
     global_crops_scale: tuple[float, float] = setting(

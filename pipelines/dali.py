@@ -42,11 +42,11 @@ def import_dali():
     return dali, fn, types
 
 
-def shard_paths(data_path: Path) -> tuple[list[str], list[str], int]:
-    """Tar and index paths of a conversion output folder, and its sample count."""
+def shard_paths(data_path: Path, pipeline: str = "dali") -> tuple[list[str], list[str], int]:
+    """Tar and index paths of a conversion output folder, and its sample count (``pipeline`` names the reader in errors)."""
     report = data_path / "report.json"
     if not data_path.is_dir() or not report.exists():
-        raise UsageError(f"--pipeline dali reads a shard folder written by the converter, but --data_path is "
+        raise UsageError(f"--pipeline {pipeline} reads a shard folder written by the converter, but --data_path is "
                          f"{data_path}; {CONVERT_HINT}")
     info = json.loads(report.read_text())
     if info.get("format") != "dali":

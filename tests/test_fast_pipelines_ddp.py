@@ -27,7 +27,7 @@ def one_class_per_image(photo_folder, tmp_path_factory):
         Image.open(photos[i % len(photos)]).save(root / "folder" / f"class{i:03d}" / "a.jpg")
     assert convert_main([str(root / "folder"), str(root / "dali"), "--format", "dali", "--shard-size", "5"]) == 0
     assert convert_main([str(root / "folder"), str(root / "ffcv"), "--format", "ffcv"]) == 0
-    return {"dali": root / "dali", "ffcv": root / "ffcv" / "train.beton"}
+    return {"dali": root / "dali", "nvjpeg": root / "dali", "ffcv": root / "ffcv" / "train.beton"}
 
 
 def _worker(rank: int, port: int, backend: str, data, results: dict) -> None:
@@ -39,7 +39,7 @@ def _worker(rank: int, port: int, backend: str, data, results: dict) -> None:
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("backend", ["dali", "ffcv"])
+@pytest.mark.parametrize("backend", ["dali", "ffcv", "nvjpeg"])
 def test_ranks_read_disjoint_equal_parts(backend, one_class_per_image):
     port = free_port()
     results = mp.Manager().dict()

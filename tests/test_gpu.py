@@ -48,15 +48,17 @@ def test_cuda_training_run_resumes_exactly(precision, photo_folder, tmp_path) ->
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("backend", ["dali", "ffcv", "torchvision"])
+@pytest.mark.parametrize("backend", ["dali", "ffcv", "torchvision", "nvjpeg"])
 def test_cuda_pipelines_deliver_on_the_device(backend, photo_folder, tmp_path) -> None:
-    """nvJPEG decode (DALI) and device-side views (FFCV) hand CUDA tensors to the step."""
+    """nvJPEG decode (DALI, nvjpeg) and device-side views (FFCV, nvjpeg) hand CUDA tensors to the step."""
     from mokd_fast.convert.cli import main as convert_main
     from pipelines import PIPELINES, MultiCropPolicy
 
-    data = {"torchvision": photo_folder, "dali": tmp_path / "dali", "ffcv": tmp_path / "ffcv" / "train.beton"}[backend]
+    data = {"torchvision": photo_folder, "dali": tmp_path / "dali", "nvjpeg": tmp_path / "dali",
+            "ffcv": tmp_path / "ffcv" / "train.beton"}[backend]
     if backend != "torchvision":
-        assert convert_main([str(photo_folder), str(data if backend == "dali" else data.parent), "--format", backend]) == 0
+        fmt = "ffcv" if backend == "ffcv" else "dali"  # nvjpeg reads a dali conversion
+        assert convert_main([str(photo_folder), str(data if fmt == "dali" else data.parent), "--format", fmt]) == 0
     policy = MultiCropPolicy.mokd(64, 32, (0.25, 1.0), (0.05, 0.25), 2)
     device = torch.device("cuda", 0)
     pipe = PIPELINES[backend](data, policy, 4, 1, 0, 0, 2, device)

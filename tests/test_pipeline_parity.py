@@ -3,7 +3,7 @@
 Probe images encode position in colour (red grows left to right, green top to bottom, blue constant),
 so a delivered crop tells where it came from (its area and aspect), whether it was flipped (red
 falls along a row), turned gray (equal channels) or solarized (values fall below 128). Each backend
-(DALI, FFCV) and the torchvision reference are run with the same probe policies.
+(DALI, FFCV, nvJPEG) and the torchvision reference are run with the same probe policies.
 """
 
 import math
@@ -34,7 +34,8 @@ def probes(tmp_path_factory):
         Image.fromarray(pixels).save(root / "folder" / f"c{i % 2}" / f"{i:03d}.png")
     assert convert_main([str(root / "folder"), str(root / "dali"), "--format", "dali", "--jpeg-quality", "100"]) == 0
     assert convert_main([str(root / "folder"), str(root / "ffcv"), "--format", "ffcv", "--write-mode", "raw"]) == 0
-    return {"torchvision": root / "folder", "dali": root / "dali", "ffcv": root / "ffcv" / "train.beton"}
+    return {"torchvision": root / "folder", "dali": root / "dali", "nvjpeg": root / "dali",  # nvjpeg reads DALI shards
+            "ffcv": root / "ffcv" / "train.beton"}
 
 
 def _plain(size: int, scale: tuple[float, float], **kw) -> ViewPolicy:
@@ -55,7 +56,7 @@ def _rate_ok(hits: torch.Tensor, p: float) -> bool:
     return abs(hits.double().mean().item() - p) <= 4 * math.sqrt(p * (1 - p) / n) + 1e-9
 
 
-@pytest.mark.parametrize("backend", ["torchvision", "dali", "ffcv"])
+@pytest.mark.parametrize("backend", ["torchvision", "dali", "ffcv", "nvjpeg"])
 def test_crop_geometry_and_flips_match_the_policy(backend, probes):
     view = _plain(32, (0.08, 0.6), flip_p=0.5)
     policy = MultiCropPolicy((view, view), view, local_crops_number=6)
@@ -75,7 +76,7 @@ def test_crop_geometry_and_flips_match_the_policy(backend, probes):
     assert area.min() > 0.08 * 0.9 and area.max() < 0.6 * 1.1
 
 
-@pytest.mark.parametrize("backend", ["torchvision", "dali", "ffcv"])
+@pytest.mark.parametrize("backend", ["torchvision", "dali", "ffcv", "nvjpeg"])
 def test_grayscale_and_solarize_rates_match_the_policy(backend, probes):
     view = _plain(24, (0.3, 1.0), grayscale_p=0.3, solarize_p=0.4)
     policy = MultiCropPolicy((view, view), view, local_crops_number=4)
@@ -85,7 +86,7 @@ def test_grayscale_and_solarize_rates_match_the_policy(backend, probes):
     assert _rate_ok(gray, 0.3) and _rate_ok(solarized, 0.4), (gray.double().mean(), solarized.double().mean())
 
 
-@pytest.mark.parametrize("backend", ["dali", "ffcv"])
+@pytest.mark.parametrize("backend", ["dali", "ffcv", "nvjpeg"])
 def test_jitter_stays_in_range_and_blur_follows_its_probability(backend, probes):
     jitter = _plain(24, (0.5, 1.0), jitter_p=1.0, jitter=(0.4, 0.0, 0.0, 0.0))  # brightness only: x * U(0.6, 1.4)
     policy = MultiCropPolicy((jitter, jitter), jitter, local_crops_number=4)
@@ -96,7 +97,7 @@ def test_jitter_stays_in_range_and_blur_follows_its_probability(backend, probes)
     assert ratio.std() > 0.1  # factors actually vary
 
 
-@pytest.mark.parametrize("backend", ["dali", "ffcv"])
+@pytest.mark.parametrize("backend", ["dali", "ffcv", "nvjpeg"])
 def test_batches_keep_the_contract_and_repeat_for_a_seed(backend, probes):
     policy = MultiCropPolicy.mokd(32, 16, (0.25, 1.0), (0.05, 0.25), 3)
 

@@ -4,8 +4,11 @@
 ``step``: the training step alone on synthetic batches already on the device; ``e2e``: the step fed
 by a real pipeline (data wait included). Both time our step (all switches as resolved for the
 device), and with ``--baseline`` the official execution side by side, with ``--ablate`` each switch
-flipped in turn; FLOPs per sample (torch.utils.flop_counter) and MFU against ``--peak_tflops`` or a
-measured matmul rate.
+flipped in turn, with ``--parts`` the step's unavoidable pieces alone (the composition bound);
+FLOPs per sample (torch.utils.flop_counter) and MFU against ``--peak_tflops`` or a measured matmul
+rate. The record is rewritten after every variant, so a run cut short keeps what it measured.
+``profile``: ``torch.profiler`` over a few of our steps: time per region, top kernels, launches
+per step, GPU idle fraction (``mokd_fast.step_profile``).
 ``data``: delivered multi-crop samples/s (and crops/s) of a pipeline on the device.
 ``convert``: images/s of tools/convert_dataset.py for each format and worker count, over a folder of
 ImageNet-sized JPEGs made from the photographs bundled with scikit-image, and the output sizes.
@@ -106,9 +109,9 @@ def bench_data(args: argparse.Namespace) -> dict:
     from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
 
     device = torch.device(args.device)
-    name, data = resolve_pipeline(args.pipeline, args.data)
+    name, data = resolve_pipeline(args.pipeline, args.data, device)
     policy = MultiCropPolicy.mokd(args.global_size, args.local_size, (0.25, 1.0), (0.05, 0.25), args.local_crops_number)
-    options = {"resampler": args.resampler, "gather": not args.no_gather} if name == "ffcv" else {}
+    options = {"resampler": args.resampler, "gather": not args.no_gather} if name in ("ffcv", "nvjpeg") else {}
     pipe = PIPELINES[name](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device, **options)
     needed = args.warmup + args.steps
     batches, epoch, times = 0, 0, []
@@ -211,12 +214,26 @@ def _machine(device) -> dict:
     return info
 
 
-def bench_train(args: argparse.Namespace) -> dict:
-    """Step or end-to-end throughput of our step, the official execution and the ablations, in one run."""
+def _train_setup(args: argparse.Namespace):
+    """The method and training configs, the process context and the device of a step/e2e/profile run."""
     import torch
 
     from mokd_fast.config import MOKDConfig
     from mokd_fast.distributed import DistContext
+    from mokd_fast.train_config import TrainConfig
+
+    device = torch.device(args.device)
+    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
+    method = MOKDConfig(arch_cnn=args.arch_cnn, arch_vit=args.arch_vit, out_dim=args.out_dim,
+                        global_size=args.global_size, local_size=args.local_size, input_size=args.global_size,
+                        local_crops_number=args.local_crops_number)
+    cfg = TrainConfig(batch_size_per_gpu=args.batch_size_per_gpu, optimizer=args.optimizer, device=device.type,
+                      num_workers=args.num_workers)
+    return method, cfg, ctx, device
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    """Step or end-to-end throughput of our step, the official execution, the ablations and the parts, in one run."""
     from mokd_fast.step import StepSwitches
     from mokd_fast.step_bench import (
         SWITCHES,
@@ -227,25 +244,21 @@ def bench_train(args: argparse.Namespace) -> dict:
         synthetic_batches,
         with_switches,
     )
-    from mokd_fast.train_config import TrainConfig
+    from mokd_fast.step_parts import time_parts
     from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
 
-    device = torch.device(args.device)
-    ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
-    method = MOKDConfig(arch_cnn=args.arch_cnn, arch_vit=args.arch_vit, out_dim=args.out_dim,
-                        global_size=args.global_size, local_size=args.local_size, input_size=args.global_size,
-                        local_crops_number=args.local_crops_number)
-    cfg = TrainConfig(batch_size_per_gpu=args.batch_size_per_gpu, optimizer=args.optimizer, device=device.type,
-                      num_workers=args.num_workers)
+    method, cfg, ctx, device = _train_setup(args)
+    pipeline = "synthetic"
+    if args.mode == "e2e":
+        pipeline, data = resolve_pipeline(args.pipeline, args.data, device)
 
-    def batches(method_cfg: MOKDConfig, train_cfg: TrainConfig):
+    def batches(train_cfg):
         if args.mode == "step":
-            return synthetic_batches(method_cfg, args.batch_size_per_gpu, device)
-        name, data = resolve_pipeline(args.pipeline, args.data)
+            return synthetic_batches(method, args.batch_size_per_gpu, device)
         policy = MultiCropPolicy.mokd(method.global_size, method.local_size, (0.25, 1.0), (0.05, 0.25),
                                       method.local_crops_number)
-        pipe = PIPELINES[name](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device,
-                               channels_last=StepSwitches.resolve(train_cfg, device).channels_last)
+        pipe = PIPELINES[pipeline](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device,
+                                   channels_last=StepSwitches.resolve(train_cfg, device).channels_last)
         return (b for epoch in range(10**6) for b in pipe.epoch(epoch))
 
     variants = [("ours", set(), False)]
@@ -256,40 +269,87 @@ def bench_train(args: argparse.Namespace) -> dict:
         variants += [(f"-{n}", {n}, False) for n in SWITCHES if n in on_here]
         # Switches off by default on this device are timed turned on, the evidence for the default.
         variants += [(f"+{n}", {n}, False) for n in ("compile", "channels_last") if n not in on_here]
-    runs = []
+    figures = {"pipeline": pipeline, **_machine(device), "arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit,
+               "out_dim": args.out_dim, "optimizer": args.optimizer, "batch_size_per_gpu": args.batch_size_per_gpu,
+               "global_size": args.global_size, "local_size": args.local_size,
+               "local_crops_number": args.local_crops_number, "steps": args.steps, "warmup": args.warmup, "runs": []}
+    runs = figures["runs"]
     for label, flip, baseline in variants:
         m, c = with_switches(method, cfg, flip if label.startswith("-") else set(), device, baseline)
         if label.startswith("+"):
             c = replace(c, **{name: True for name in flip})
-        run = {"variant": label, **bench_step(m, c, ctx, batches(m, c), args.steps, args.warmup)}
+        run = {"variant": label, **bench_step(m, c, ctx, batches(c), args.steps, args.warmup)}
+        run["relative_to_ours"] = round(run["samples_per_s"] / runs[0]["samples_per_s"], 3) if runs else 1.0
         runs.append(run)
         print(json.dumps({k: run[k] for k in ("variant", "samples_per_s", "step_ms_median", "data_wait")}), flush=True)
+        _save(args, figures)
+    if args.parts:
+        one = next(synthetic_batches(method, args.batch_size_per_gpu, device))
+        figures["parts"] = time_parts(method, cfg, device, one, args.steps, args.warmup)
+        figures["ours_over_bound"] = round(runs[0]["samples_per_s"] / figures["parts"]["bound_samples_per_s"], 3)
+        print(json.dumps({"parts": figures["parts"], "ours_over_bound": figures["ours_over_bound"]}), flush=True)
+        _save(args, figures)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_peak_flops(device)
     flops = count_flops(method, cfg, ctx, next(synthetic_batches(method, args.batch_size_per_gpu, device)))
     for run in runs:
-        run["relative_to_ours"] = round(run["samples_per_s"] / runs[0]["samples_per_s"], 3)
         run["mfu"] = round(flops * run["samples_per_s"] / peak, 4)
-    return {"pipeline": "synthetic" if args.mode == "step" else args.pipeline, **_machine(device),
-            "arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim,
-            "optimizer": args.optimizer, "batch_size_per_gpu": args.batch_size_per_gpu,
-            "global_size": args.global_size, "local_size": args.local_size,
-            "local_crops_number": args.local_crops_number, "steps": args.steps, "warmup": args.warmup,
-            "flops_per_sample": round(flops), "peak_flops": round(peak),
-            "peak_source": "--peak_tflops" if args.peak_tflops else "measured matmul", "runs": runs}
+    figures.update(flops_per_sample=round(flops), peak_flops=round(peak),
+                   peak_source="--peak_tflops" if args.peak_tflops else "measured matmul")
+    return figures
 
 
-def _table(record: dict) -> str:
+def bench_profile(args: argparse.Namespace) -> dict:
+    """``torch.profiler`` over ``--steps`` of our steps on synthetic batches, after ``--warmup`` unrecorded ones."""
+    from mokd_fast.step import TrainStep
+    from mokd_fast.step_bench import synthetic_batches
+    from mokd_fast.step_profile import markdown, profile_step
+
+    method, cfg, ctx, device = _train_setup(args)
+    step = TrainStep(method, cfg, ctx, iters_per_epoch=args.warmup + args.steps)
+    record = profile_step(step, synthetic_batches(method, args.batch_size_per_gpu, device), args.steps, args.warmup,
+                          trace_path=str(args.trace) if args.trace else None)
+    print(markdown(record), flush=True)
+    return {**_machine(device), "arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim,
+            "batch_size_per_gpu": args.batch_size_per_gpu, "global_size": args.global_size,
+            "local_size": args.local_size, "local_crops_number": args.local_crops_number,
+            "switches": vars(step.switches), "profile": record}
+
+
+def _record(args: argparse.Namespace, figures: dict) -> dict:
+    """The JSON record: command, date, machine, then the mode's figures."""
+    return {"mode": args.mode, "command": "python tools/benchmark.py " + " ".join(args.argv),
+            "date": date.today().isoformat(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                                                          "python": platform.python_version()}, **figures}
+
+
+def _save(args: argparse.Namespace, figures: dict) -> None:
+    """Writes the record to ``--json`` (atomically: a reader never sees half a file)."""
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.json.with_name(f".{args.json.name}.tmp")
+        tmp.write_text(json.dumps(_record(args, figures), indent=1) + "\n")
+        os.replace(tmp, args.json)
+
+
+def step_table(record: dict) -> str:
     rows = ["| variant | samples/s | vs ours | step ms median | p90 | data wait | peak GiB | MFU |",
             "|---|---|---|---|---|---|---|---|"]
     for r in record["runs"]:
         rows.append(f"| {r['variant']} | {r['samples_per_s']} | {r['relative_to_ours']}x | {r['step_ms_median']} | "
-                    f"{r['step_ms_p90']} | {r['data_wait']:.1%} | {r['peak_memory_gib']} | {r['mfu']:.1%} |")
+                    f"{r['step_ms_p90']} | {r['data_wait']:.1%} | {r['peak_memory_gib']} | "
+                    f"{format(r['mfu'], '.1%') if 'mfu' in r else 'n/a'} |")
+    if "parts" in record:
+        parts = record["parts"]
+        rows += ["", "| part | ms median | p90 |", "|---|---|---|"]
+        rows += [f"| {name} | {p['ms_median']} | {p['ms_p90']} |" for name, p in parts["parts"].items()]
+        rows.append(f"| **sum (the bound)** | {parts['bound_ms']} ({parts['bound_samples_per_s']} samples/s) | |")
+        rows.append(f"\nours / bound: {record.get('ours_over_bound', 'n/a')}")
     return "\n".join(rows)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmark.py", description=__doc__)
-    parser.add_argument("--mode", required=True, choices=["convert", "data", "step", "e2e", "knn"])
+    parser.add_argument("--mode", required=True, choices=["convert", "data", "step", "e2e", "knn", "profile"])
     parser.add_argument("--json", type=Path, default=None, help="where to write the record")
     conv = parser.add_argument_group("--mode convert")
     conv.add_argument("--images", type=int, default=None,
@@ -297,7 +357,8 @@ def main() -> int:
     conv.add_argument("--formats", nargs="+", default=["dali", "ffcv"], choices=["dali", "ffcv"])
     conv.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     data = parser.add_argument_group("--mode data")
-    data.add_argument("--pipeline", default="auto", choices=["auto", "synthetic", "torchvision", "ffcv", "dali"])
+    data.add_argument("--pipeline", default="auto", choices=["auto", "synthetic", "torchvision", "ffcv", "dali", "nvjpeg"],
+                      help="auto: dali/nvjpeg for a shard folder (nvjpeg on CUDA without DALI), ffcv for a .beton")
     data.add_argument("--data", default=None, help="ImageFolder, .beton or shard folder")
     data.add_argument("--batch_size_per_gpu", type=int, default=64)
     data.add_argument("--local_crops_number", type=int, default=8)
@@ -308,10 +369,11 @@ def main() -> int:
     data.add_argument("--num_workers", type=int, default=2)
     data.add_argument("--device", default="cuda" if _cuda() else "cpu")
     data.add_argument("--resampler", default="auto", choices=["auto", "roi_align", "resize"],
-                      help="ffcv: how views are cut from the decoded canvas (train.py --crop_resampler)")
+                      help="ffcv, nvjpeg: how views are cut from the decoded canvas (train.py --crop_resampler)")
     data.add_argument("--no_gather", action="store_true",
-                      help="ffcv: run the photometric ops on the whole batch under masks (the compile-friendly form)")
-    train = parser.add_argument_group("--mode step / e2e (also --batch_size_per_gpu, crops, --steps, --warmup, --data)")
+                      help="ffcv, nvjpeg: run the photometric ops on the whole batch under masks (the compile-friendly form)")
+    train = parser.add_argument_group("--mode step / e2e / profile (also --batch_size_per_gpu, crops, --steps, "
+                                      "--warmup, --data)")
     train.add_argument("--arch_cnn", default="resnet50")
     train.add_argument("--arch_vit", default="vit_small")
     train.add_argument("--out_dim", type=int, default=65536)
@@ -319,6 +381,9 @@ def main() -> int:
     train.add_argument("--baseline", action="store_true",
                        help="also time the official execution (every switch off, fp16 with scalers on CUDA)")
     train.add_argument("--ablate", action="store_true", help="also time each switch flipped in turn")
+    train.add_argument("--parts", action="store_true",
+                       help="also time the step's unavoidable pieces alone (backbones, heads) and report ours / their sum")
+    train.add_argument("--trace", type=Path, default=None, help="profile: also write a Chrome trace here")
     train.add_argument("--peak_tflops", type=float, default=None,
                        help="MFU denominator; default: a measured bf16 (CUDA) or fp32 (CPU) matmul rate")
     knn = parser.add_argument_group("--mode knn (also --data, --batch_size_per_gpu, --num_workers, --device, "
@@ -326,7 +391,8 @@ def main() -> int:
     knn.add_argument("--arch", default="resnet50", help="backbone (random init: the rate does not depend on weights)")
     knn.add_argument("--precisions", nargs="+", default=["bf16", "fp32"], choices=["bf16", "fp32"],
                      help="one eval_knn run each, in this order")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else list(argv)
     if args.mode == "knn" and args.warmup < 1:
         parser.error("--mode knn needs --warmup >= 1 (the first backbone batch autotunes)")
     if args.images is None:
@@ -336,18 +402,17 @@ def main() -> int:
     if args.mode == "e2e" and args.pipeline == "synthetic":
         parser.error("--mode e2e times a real pipeline; --mode step is the synthetic one")
     if args.mode == "data" and args.pipeline == "synthetic":
-        parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali or auto")
-    modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn}
+        parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali, nvjpeg or auto")
+    if args.parts and args.mode != "step":
+        parser.error("--parts belongs to --mode step (the bound is of the step alone)")
+    modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn,
+             "profile": bench_profile}
     figures = modes[args.mode](args)
-    record = {"mode": args.mode, "command": "python tools/benchmark.py " + " ".join(sys.argv[1:]),
-              "date": date.today().isoformat(), "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                                                            "python": platform.python_version()}, **figures}
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(record, indent=1) + "\n")
+    _save(args, figures)
+    record = _record(args, figures)
     print(json.dumps(record, indent=1))
     if "runs" in record and args.mode in ("step", "e2e"):
-        print(_table(record))
+        print(step_table(record))
     return 0
 
 

@@ -13,6 +13,7 @@ from mokd_fast.config import MOKDConfig
 from mokd_fast.models.cnn import build_cnn
 from mokd_fast.models.heads import DINOHead, THead
 from mokd_fast.models.vit import build_vit, vit_patch_size, vit_tokens
+from mokd_fast.regions import region
 
 VIT_THEAD_GRID = 14  # official: the ViT T-head's position grid is 14x14 whatever the patch size
 
@@ -50,8 +51,13 @@ class Branch(nn.Module):
         Returns:
             DINO-head scores ``[N, K]``, T-head scores ``[N, K]``, query tokens ``[N, D]``.
         """
-        enc = self.encode(x)
-        return self.head(enc.pooled), self.transhead(enc.tokens, enc.grid_hw), enc.query
+        with region("backbone"):
+            enc = self.encode(x)
+        with region("dino_head"):
+            dino = self.head(enc.pooled)
+        with region("thead"):
+            thead = self.transhead(enc.tokens, enc.grid_hw)
+        return dino, thead, enc.query
 
     def forward_teacher(
         self, global_crops: torch.Tensor, queries: torch.Tensor
@@ -67,12 +73,18 @@ class Branch(nn.Module):
             the T-head over the FIRST global view's grid, tiled once per local view, each copy led
             by the matching query token.
         """
-        enc = self.encode(global_crops)
+        with region("backbone"):
+            enc = self.encode(global_crops)
         batch = global_crops.shape[0] // 2
         n_local = queries.shape[0] // batch
-        first_view = enc.tokens[:batch].repeat(n_local, 1, 1)  # [L*B, h*w, D]
-        search = self.transhead(first_view, enc.grid_hw, queries)
-        return self.head(enc.pooled), self.transhead(enc.tokens, enc.grid_hw), search
+        with region("search"):
+            first_view = enc.tokens[:batch].repeat(n_local, 1, 1)  # [L*B, h*w, D]
+            search = self.transhead(first_view, enc.grid_hw, queries)
+        with region("dino_head"):
+            dino = self.head(enc.pooled)
+        with region("thead"):
+            thead = self.transhead(enc.tokens, enc.grid_hw)
+        return dino, thead, search
 
 
 class CNNBranch(Branch):
@@ -169,10 +181,12 @@ class ModelPair(nn.Module):
 
         Globals and locals go through separately so BatchNorm statistics are per group.
         """
-        cnn_g, cnn_t_g, _ = self.cnn(global_crops)
-        cnn_l, cnn_t_l, cnn_query = self.cnn(local_crops)
-        vit_g, vit_t_g, _ = self.vit(global_crops)
-        vit_l, vit_t_l, vit_query = self.vit(local_crops)
+        with region("cnn_student"):
+            cnn_g, cnn_t_g, _ = self.cnn(global_crops)
+            cnn_l, cnn_t_l, cnn_query = self.cnn(local_crops)
+        with region("vit_student"):
+            vit_g, vit_t_g, _ = self.vit(global_crops)
+            vit_l, vit_t_l, vit_query = self.vit(local_crops)
         return StudentOutputs(
             torch.cat([cnn_g, cnn_l]),
             torch.cat([cnn_t_g, cnn_t_l]),
@@ -184,6 +198,8 @@ class ModelPair(nn.Module):
 
     def forward_teacher(self, global_crops: torch.Tensor, students: StudentOutputs) -> TeacherOutputs:
         """Teacher pass; each teacher's search is queried by the OTHER student's local tokens."""
-        cnn_dino, cnn_thead, cnn_search = self.cnn.forward_teacher(global_crops, students.vit_query.detach())
-        vit_dino, vit_thead, vit_search = self.vit.forward_teacher(global_crops, students.cnn_query.detach())
+        with region("cnn_teacher"):
+            cnn_dino, cnn_thead, cnn_search = self.cnn.forward_teacher(global_crops, students.vit_query.detach())
+        with region("vit_teacher"):
+            vit_dino, vit_thead, vit_search = self.vit.forward_teacher(global_crops, students.cnn_query.detach())
         return TeacherOutputs(cnn_dino, cnn_thead, cnn_search, vit_dino, vit_thead, vit_search)
