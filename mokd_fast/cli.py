@@ -8,7 +8,7 @@ import argparse
 import sys
 import types
 import typing
-from dataclasses import MISSING, asdict, fields
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import yaml
 
 from mokd_fast.config import MOKDConfig
 from mokd_fast.errors import NonFiniteLoss, UsageError
-from mokd_fast.settings import bool_flag, field_help
+from mokd_fast.settings import bool_flag, field_help, flat_settings
 from mokd_fast.train_config import TrainConfig
 
 CONFIG_CLASSES = (MOKDConfig, TrainConfig)
@@ -109,8 +109,7 @@ def configs_from_dict(values: dict[str, Any]) -> tuple[MOKDConfig, TrainConfig]:
 
 def flat_config(method: MOKDConfig, train: TrainConfig) -> dict[str, Any]:
     """Both configs as one flat dict of flag name -> value (tuples as lists, for YAML)."""
-    out = {**asdict(method), **asdict(train)}
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+    return flat_settings(method, train)
 
 
 def _raise_usage(message: str) -> typing.NoReturn:
@@ -119,20 +118,20 @@ def _raise_usage(message: str) -> typing.NoReturn:
 
 def main(argv: list[str] | None = None) -> int:
     """``train.py``: parses, trains, and returns the exit status (2: bad usage or input, 1: diverged)."""
-    from mokd_fast.distributed import shutdown
-
     try:
         method, cfg = parse_config(argv)
-        # Imported after parsing, so --help and flag errors answer instantly.
+        # Imported after parsing, so --help and flag errors answer without loading torch.
+        from mokd_fast.distributed import shutdown
         from mokd_fast.engine import Trainer
 
-        Trainer(method, cfg).fit()
+        try:
+            Trainer(method, cfg).fit()
+        finally:
+            shutdown()
     except UsageError as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     except NonFiniteLoss as err:
         print(f"train.py: {err}", file=sys.stderr)
         return 1
-    finally:
-        shutdown()
     return 0

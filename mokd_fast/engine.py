@@ -12,7 +12,6 @@ import numpy as np
 import torch
 import yaml
 
-from mokd_fast.cli import flat_config
 from mokd_fast.config import MOKDConfig
 from mokd_fast.distributed import check_on_main, gather_objects, init_distributed
 from mokd_fast.errors import UsageError
@@ -20,6 +19,7 @@ from mokd_fast.eval.periodic import PeriodicKNN
 from mokd_fast.loss_guard import LossGuard
 from mokd_fast.losses import CENTERED_TERMS
 from mokd_fast.run_log import RunLog, Throughput
+from mokd_fast.settings import flat_settings
 from mokd_fast.step import StepSwitches, TrainStep
 from mokd_fast.train_config import TrainConfig
 from mokd_fast.train_state import (
@@ -91,7 +91,7 @@ class Trainer:
         self.step = TrainStep(method, cfg, ctx, self.iters_per_epoch)
         self.model, self.optimizers, self.scalers = self.step.model, self.step.optimizers, self.step.scalers
         self.precision = self.step.precision
-        self.config = flat_config(method, cfg)
+        self.config = flat_settings(method, cfg)
 
         self.start_step, rng_states = 0, None
         if cfg.resume:

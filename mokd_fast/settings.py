@@ -5,7 +5,7 @@ recipes in ``configs/`` and the ``config.yaml`` saved next to the checkpoints.
 """
 
 import argparse
-from dataclasses import Field, field
+from dataclasses import Field, asdict, field
 from typing import Any
 
 
@@ -27,3 +27,9 @@ def bool_flag(text: str) -> bool:
 def field_help(f: Field) -> str:
     """The help text declared with ``setting``."""
     return f.metadata.get("help", "")
+
+
+def flat_settings(*configs: Any) -> dict[str, Any]:
+    """Config dataclasses as one flat dict of flag name -> value (tuples as lists, for YAML)."""
+    out = {key: value for config in configs for key, value in asdict(config).items()}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from mokd_fast.settings import setting
-from pipelines.gpu_augment import RESAMPLERS
+from pipelines.policy import RESAMPLERS
 
 PIPELINES = ("auto", "torchvision", "ffcv", "dali", "nvjpeg")
 OPTIMIZERS = ("adamw", "sgd", "lars")

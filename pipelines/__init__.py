@@ -1,22 +1,48 @@
-"""Multi-crop data pipelines; every backend yields ``pipelines.batch.MultiCropBatch``."""
+"""Multi-crop data pipelines; every backend yields ``pipelines.batch.MultiCropBatch``.
+
+The registry is lazy: ``import pipelines`` (as ``train.py --help`` and the configs do) loads no
+backend, so neither torch nor DALI nor FFCV; ``PIPELINES[name]`` imports that one backend.
+"""
 
 import importlib
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from pipelines.dali import DALIPipeline
-from pipelines.ffcv import FFCVPipeline
-from pipelines.nvjpeg import NvJPEGPipeline
 from pipelines.policy import MultiCropPolicy
-from pipelines.torchvision import TorchvisionPipeline
 
-# --pipeline name -> class taking (data_path, policy, batch_size, world_size, rank, seed, num_workers, device)
-PIPELINES = {"torchvision": TorchvisionPipeline, "ffcv": FFCVPipeline, "dali": DALIPipeline, "nvjpeg": NvJPEGPipeline}
+if TYPE_CHECKING:
+    import torch
 
-__all__ = ["PIPELINES", "DALIPipeline", "FFCVPipeline", "MultiCropPolicy", "NvJPEGPipeline", "TorchvisionPipeline",
-           "resolve_pipeline"]
+# --pipeline name -> (module, class, what it reads: an ImageFolder or a converter --format). The class
+# takes (data_path, policy, batch_size, world_size, rank, seed, num_workers, device, ...) and yields
+# MultiCropBatch es from ``epoch(epoch, start_batch)``; ``len()`` is the batches per epoch on every rank.
+BACKENDS = {
+    "torchvision": ("pipelines.torchvision", "TorchvisionPipeline", "imagefolder"),
+    "ffcv": ("pipelines.ffcv", "FFCVPipeline", "ffcv"),
+    "dali": ("pipelines.dali", "DALIPipeline", "dali"),
+    "nvjpeg": ("pipelines.nvjpeg", "NvJPEGPipeline", "dali"),
+}
+
+
+class _Registry(Mapping):
+    """``{name: backend class}``, each class imported when it is first looked up."""
+
+    def __getitem__(self, name: str) -> type:
+        module, cls, _ = BACKENDS[name]
+        return getattr(importlib.import_module(module), cls)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(BACKENDS)
+
+    def __len__(self) -> int:
+        return len(BACKENDS)
+
+
+PIPELINES = _Registry()
+
+__all__ = ["BACKENDS", "PIPELINES", "MultiCropPolicy", "resolve_pipeline"]
 
 
 def _dali_importable() -> bool:
@@ -27,7 +53,7 @@ def _dali_importable() -> bool:
     return True
 
 
-def resolve_pipeline(name: str, data_path: str, device: torch.device | None = None) -> tuple[str, str]:
+def resolve_pipeline(name: str, data_path: str, device: "torch.device | None" = None) -> tuple[str, str]:
     """``(pipeline, data path)`` for ``--pipeline auto``: the fast backend the data was converted for.
 
     A ``.beton`` (or a converter folder holding one) reads with FFCV, anything that is not a

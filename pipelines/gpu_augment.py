@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 
 from pipelines.batch import MultiCropBatch
-from pipelines.policy import MultiCropPolicy, ViewPolicy
+from pipelines.policy import RESAMPLERS, MultiCropPolicy, ViewPolicy
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale
 CROP_TRIES = 10
@@ -304,9 +304,6 @@ def _replicate_edges(x: torch.Tensor, heights: torch.Tensor, widths: torch.Tenso
     x[rows, :, :, col] = x[rows, :, :, col - (widths < canvas_w).long()]
     row = heights.clamp(max=canvas_h - 1)
     x[rows, :, row, :] = x[rows, :, row - (heights < canvas_h).long(), :]
-
-
-RESAMPLERS = ("auto", "roi_align", "resize")
 
 
 class BatchedMultiCrop:

@@ -9,6 +9,8 @@ with p 0.2; local views: p 0.5), then ImageNet normalisation.
 
 from dataclasses import dataclass
 
+# How views are cut from a decoded canvas by pipelines.gpu_augment (train.py --crop_resampler).
+RESAMPLERS = ("auto", "roi_align", "resize")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -1,0 +1,1 @@
+"""Training methods beside MOKD (DoGo first), each in its own package with its loss kernels."""

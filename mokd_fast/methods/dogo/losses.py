@@ -1,0 +1,84 @@
+"""DoGo's loss kernels, as the official code computes them (NeurAI-Lab/DoGo, branch ``dogo``).
+
+Each returns a scalar fp32 tensor whatever autocast is active: the inputs are upcast and the
+similarities, softmaxes and logs run in fp32 (the official ``softmax(...).log()`` underflows to
+-inf in half precision; ``log_softmax`` here is the same value in fp32 to about 1e-7). Cosine
+similarities are matmuls of L2-normalised rows, never the official ``[B, 1, D] x [1, B, D]``
+broadcast (which materialises ``B x B x D``).
+
+Official quirks kept (they change the numbers): NT-Xent's temperature is 0.5 in the official code
+whatever the config says (the default here); the similarity KL uses ``kl_div``'s default
+``reduction='mean'``, which divides by ``B**2`` (not ``B``), so the official weights (100 for peer
+1, 1 for peer 2) apply to that scale.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _fp32(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t.float() for t in tensors]
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``[N, M]`` cosine similarities of the rows of ``a [N, D]`` and ``b [M, D]`` (eps as ``nn.CosineSimilarity``)."""
+    return F.normalize(a, dim=1, eps=1e-8) @ F.normalize(b, dim=1, eps=1e-8).T
+
+
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent over the ``2B`` projections of two views, official reduction (sum / 2B).
+
+    Row ``n`` of ``[z1; z2]`` has its positive at ``n +- B``; the other ``2B - 2`` rows (itself
+    excluded) are its negatives.
+
+    Args:
+        z1: ``[B, D]`` projections of view 1 (normalised inside: cosine similarity, as official).
+        z2: ``[B, D]`` projections of view 2.
+        temperature: Divides the cosine similarities (official: 0.5, hard-coded there).
+    """
+    with torch.autocast(z1.device.type, enabled=False):
+        z = torch.cat(_fp32(z1, z2))  # [2B, D]
+        n, b = z.shape[0], z1.shape[0]
+        logits = _cosine(z, z) / temperature  # [2B, 2B]
+        logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
+        positives = torch.cat([torch.arange(b, n), torch.arange(0, b)]).to(z.device)
+        return F.cross_entropy(logits, positives, reduction="sum") / n
+
+
+def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """SimSiam's symmetrised negative cosine, ``-(sg(z1) . p2 + sg(z2) . p1) / 2`` averaged over the batch.
+
+    As official, the inputs are used as given: the official model L2-normalises ``p`` and ``z``
+    before the loss, and the loss takes plain dot products.
+
+    Args:
+        p1: ``[B, D]`` predictor outputs of view 1.
+        p2: ``[B, D]`` predictor outputs of view 2.
+        z1: ``[B, D]`` projections of view 1 (stop-gradient).
+        z2: ``[B, D]`` projections of view 2 (stop-gradient).
+    """
+    with torch.autocast(p1.device.type, enabled=False):
+        p1, p2, z1, z2 = _fp32(p1, p2, z1.detach(), z2.detach())
+        return -0.5 * ((z1 * p2).sum(dim=1).mean() + (z2 * p1).sum(dim=1).mean())
+
+
+def similarity_kl(x: torch.Tensor, y: torch.Tensor, peer_x: torch.Tensor, peer_y: torch.Tensor,
+                  temperature: float = 0.1) -> torch.Tensor:
+    """KL of the peer's cross-view similarity distribution from this peer's, official reduction (mean over B*B).
+
+    ``S = softmax_rows(cos(x_i, y_j) / T)`` is this peer's ``[B, B]`` distribution (rows: view x,
+    columns: view y); ``P`` is the peer's, detached. Returns ``sum P (log P - log S) / B**2``,
+    which is ``F.kl_div(S.log(), P)`` with its default reduction, as the official ``KLLoss``.
+
+    Args:
+        x: ``[B, D]`` this peer's embeddings of view x (normalised inside).
+        y: ``[B, D]`` this peer's embeddings of view y.
+        peer_x: ``[B, D]`` the other peer's embeddings of its view x (no gradient flows into them).
+        peer_y: ``[B, D]`` the other peer's embeddings of its view y.
+        temperature: The similarities' temperature (official ``KL_temperature``: 0.1).
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        x, y, peer_x, peer_y = _fp32(x, y, peer_x.detach(), peer_y.detach())
+        log_s = F.log_softmax(_cosine(x, y) / temperature, dim=1)  # [B, B]
+        log_p = F.log_softmax(_cosine(peer_x, peer_y) / temperature, dim=1)
+        return F.kl_div(log_s, log_p, reduction="sum", log_target=True) / log_s.numel()

@@ -1,0 +1,64 @@
+"""DoGo's loss kernels against a transcription of the official modules, on the same tensors (fp32, CPU)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mokd_fast.methods.dogo.losses import nt_xent, similarity_kl, simsiam_loss
+from tests.official_dogo import KLLoss, NTXent, SimSiamLoss
+
+B, D = 12, 32
+
+
+def _embeddings(seed: int, n: int = 4, normalise: bool = False) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = [torch.randn(B, D, generator=gen, dtype=torch.float32) for _ in range(n)]
+    return [F.normalize(t, dim=1) if normalise else t for t in out]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_nt_xent_equals_official(seed) -> None:
+    z1, z2 = _embeddings(seed, 2)
+    ours, official = nt_xent(z1, z2), NTXent(B)(z1, z2)
+    assert ours.dtype == torch.float32 and ours.shape == ()
+    torch.testing.assert_close(ours, official, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_simsiam_loss_equals_official_and_stops_gradients_at_z(seed) -> None:
+    p1, p2, z1, z2 = [t.requires_grad_() for t in _embeddings(seed, normalise=True)]
+    ours = simsiam_loss(p1, p2, z1, z2)
+    torch.testing.assert_close(ours, SimSiamLoss()(z1, z2, p1, p2), rtol=1e-6, atol=1e-6)
+    ours.backward()
+    assert p1.grad is not None and p2.grad is not None and z1.grad is None and z2.grad is None
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_similarity_kl_equals_official_both_directions(seed) -> None:
+    x1, y1, x2, y2 = _embeddings(seed)
+    official_s, official_t = KLLoss(0.1)(x1, y1, x2, y2)
+    torch.testing.assert_close(similarity_kl(x1, y1, x2, y2), official_s, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(similarity_kl(x2, y2, x1, y1), official_t, rtol=1e-6, atol=1e-7)
+
+
+def test_similarity_kl_is_the_sum_over_b_squared_and_leaves_the_peer_alone() -> None:
+    x1, y1, x2, y2 = [t.requires_grad_() for t in _embeddings(3)]
+    loss = similarity_kl(x1, y1, x2, y2, temperature=0.2)
+    s = F.softmax(F.normalize(x1, dim=1) @ F.normalize(y1, dim=1).T / 0.2, dim=1)
+    p = F.softmax(F.normalize(x2, dim=1) @ F.normalize(y2, dim=1).T / 0.2, dim=1)
+    torch.testing.assert_close(loss, (p * (p.log() - s.log())).sum() / B**2, rtol=1e-5, atol=1e-7)
+    loss.backward()
+    assert x1.grad.abs().sum() > 0 and y1.grad.abs().sum() > 0 and x2.grad is None and y2.grad is None
+    assert similarity_kl(x1, y1, x1, y1).abs() < 1e-6  # a peer identical to oneself: no divergence
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_losses_are_fp32_under_autocast(dtype) -> None:
+    """Half-precision inputs inside autocast: fp32 results, close to the fp32 computation on the same inputs."""
+    tensors = _embeddings(4, normalise=True)
+    half = [t.to(dtype) for t in tensors]
+    for fn, args in ((nt_xent, 2), (simsiam_loss, 4), (similarity_kl, 4)):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            value = fn(*half[:args])
+        assert value.dtype == torch.float32, fn.__name__
+        torch.testing.assert_close(value, fn(*[t.float() for t in half[:args]]), rtol=1e-6, atol=1e-6)
