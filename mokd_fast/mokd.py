@@ -82,7 +82,12 @@ class MOKD(nn.Module):
         self._set_student_runner(ddp)
 
     def _groups(self, crops: Sequence[torch.Tensor] | MultiCropBatch) -> MultiCropBatch:
+        if not isinstance(crops, MultiCropBatch) and len(crops) < 3:
+            raise ValueError(f"need 2 global views and at least 1 local view, got {len(crops)} views")
         batch = crops if isinstance(crops, MultiCropBatch) else MultiCropBatch.from_views(list(crops))
+        if batch.n_global != 2 or batch.local_crops is None:
+            raise ValueError(f"MOKD needs 2 global views and at least 1 local view; the batch has {batch.n_global} "
+                             f"global views and {'no' if batch.local_crops is None else 'some'} local views")
         cfg = self.cfg
         expected = {
             "global_crops": (2 * batch.batch_size, 3, cfg.global_size, cfg.global_size),

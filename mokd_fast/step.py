@@ -4,7 +4,7 @@ Kept apart from the run loop (``engine.Trainer``) so ``tools/benchmark.py --mode
 the step ``train.py`` runs, with any switch turned off.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch.amp import GradScaler
@@ -114,8 +114,8 @@ class TrainStep:
         if not self.switches.channels_last:
             return batch
         fmt = torch.channels_last
-        return MultiCropBatch(batch.global_crops.contiguous(memory_format=fmt),
-                              batch.local_crops.contiguous(memory_format=fmt), batch.labels)
+        local = batch.local_crops.contiguous(memory_format=fmt) if batch.local_crops is not None else None
+        return replace(batch, global_crops=batch.global_crops.contiguous(memory_format=fmt), local_crops=local)
 
     def forward_backward(
         self, batch: MultiCropBatch, epoch: int

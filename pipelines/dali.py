@@ -147,17 +147,15 @@ class DALIPipeline:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[MultiCropBatch]:
         """The batches of ``epoch`` from batch ``start_batch`` on (earlier ones are drawn and dropped)."""
         pipe = self._build(epoch)
-        n_global = 2
+        fmt = torch.channels_last if self.channels_last else torch.contiguous_format
         for i in range(self.batches_per_epoch):
             outputs = pipe.run()
             if i < start_batch:
                 continue
             views = [self._to_torch(t) for t in outputs[:-1]]
-            global_crops = torch.cat(views[:n_global]).contiguous(
-                memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-            local_crops = torch.cat(views[n_global:]).contiguous(
-                memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
-            yield MultiCropBatch(global_crops, local_crops, decode_labels(self._to_torch(outputs[-1]).to(self.device)))
+            groups = [torch.cat(views[g]).contiguous(memory_format=fmt) for g in self.policy.groups()]
+            yield MultiCropBatch(groups[0], groups[1] if len(groups) > 1 else None,
+                                 decode_labels(self._to_torch(outputs[-1]).to(self.device)), self.policy.n_global)
         del pipe
 
 

@@ -138,4 +138,5 @@ class FFCVPipeline:
             # canvas: [B, Hc, Wc, 3] uint8 -> [B, 3, Hc, Wc], a channels-last view (the fast case of both resamplers)
             batch = self.crops(canvas.permute(0, 3, 1, 2), self.heights[ids], self.widths[ids], gen)
             batch.labels = label[:, 0].to(self.device, non_blocking=True)
+            batch.indices = index[:, 0].to(self.device, non_blocking=True)
             yield batch

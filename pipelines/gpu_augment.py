@@ -341,7 +341,7 @@ class BatchedMultiCrop:
             source = canvas.float().div_(255.0)
             _replicate_edges(source, heights.to(self.device, non_blocking=True), widths.to(self.device, non_blocking=True))
         groups = []
-        for group in (slice(0, 2), slice(2, None)):
+        for group in self.policy.groups():
             views, group_params = self.views[group], params[group]
             boxes = torch.cat([torch.cat([index, p.boxes], dim=1) for p in group_params])  # [V*B, 5], view-major
             size = views[0].size
@@ -350,4 +350,4 @@ class BatchedMultiCrop:
             else:
                 crops = crop_resize(canvas, boxes, size, views[0].interpolation)
             groups.append(make_views(crops, group_params, views, self.mean, self.std, self.channels_last, self.gather))
-        return MultiCropBatch(*groups)
+        return MultiCropBatch(groups[0], groups[1] if len(groups) > 1 else None, n_global=self.policy.n_global)

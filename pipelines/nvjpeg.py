@@ -58,6 +58,7 @@ class SampleTable:
 
     Attributes:
         tars: Shard paths, indexed by ``shard``.
+        index: ``[N]`` int64 sample index in the source listing (the manifest's first column).
         shard: ``[N]`` int64 shard of each sample.
         offset: ``[N]`` int64 byte offset of its JPEG data in the tar.
         size: ``[N]`` int64 byte count of its JPEG data.
@@ -69,6 +70,7 @@ class SampleTable:
     """
 
     tars: list[str]
+    index: torch.Tensor
     shard: torch.Tensor
     offset: torch.Tensor
     size: torch.Tensor
@@ -131,11 +133,11 @@ def load_table(data_path: Path) -> SampleTable:
             raise UsageError(f"{manifest}: malformed row {row!r} ({err}); {RECONVERT}") from err
         if name not in located:
             raise UsageError(f"{manifest} lists sample {index} ({source}) but no shard index has {name}; {RECONVERT}")
-        columns.append((*located[name], label, height, width))
+        columns.append((index, *located[name], label, height, width))
         names.append(name)
         sources.append(source)
-    shard, offset, size, labels, heights, widths = torch.tensor(columns, dtype=torch.int64).unbind(dim=1)
-    return SampleTable(tars, shard, offset, size, labels, heights, widths, names, sources)
+    index, shard, offset, size, labels, heights, widths = torch.tensor(columns, dtype=torch.int64).unbind(dim=1)
+    return SampleTable(tars, index, shard, offset, size, labels, heights, widths, names, sources)
 
 
 def _map(tar: str) -> memoryview:
@@ -245,7 +247,9 @@ class NvJPEGPipeline:
         """Hands a prefetched CUDA batch to the consumer's stream, without a host sync."""
         stream = torch.cuda.current_stream(self.device)
         stream.wait_event(done)  # the step's kernels queue behind the batch's, on the GPU
-        for tensor in (batch.global_crops, batch.local_crops, batch.labels):
+        for tensor in (batch.global_crops, batch.local_crops, batch.labels, batch.indices):
+            if tensor is None:
+                continue
             # Made on the prefetch stream: the allocator must not reuse their memory there before the
             # consumer's stream is done with them.
             tensor.record_stream(stream)
@@ -256,6 +260,7 @@ class NvJPEGPipeline:
         gen = torch.Generator().manual_seed(sample_seed(self.seed, self.rank, epoch, batch_index))
         batch = self.crops(canvas, heights, widths, gen)
         batch.labels = self.table.labels[ids].to(self.device, non_blocking=True)
+        batch.indices = self.table.index[ids].to(self.device, non_blocking=True)
         return batch
 
     def _canvas(self, ids: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

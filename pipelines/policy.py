@@ -50,21 +50,38 @@ class ViewPolicy:
 
 @dataclass(frozen=True)
 class MultiCropPolicy:
-    """All views of one image: two global views, then ``local_crops_number`` local views.
+    """All views of one image: one or more same-size global views, then ``local_crops_number`` local views.
+
+    A method asks for the views it consumes: MOKD (DINO's multi-crop) two global views that differ
+    in blur and solarize plus L local views; a method without local views sets
+    ``local_crops_number=0``. Each global view has its own policy, so two peers can see views drawn
+    with different augmentations.
 
     Attributes:
-        global_views: Policies of global view 1 and global view 2 (they differ in blur and solarize).
+        global_views: Policies of the global views, in view order (all of one output size).
         local_view: Policy shared by every local view.
-        local_crops_number: Number of local views.
+        local_crops_number: Number of local views (0: none).
         mean: Per-channel mean subtracted after scaling to [0, 1].
         std: Per-channel standard deviation divided by.
+
+    Raises:
+        ValueError: No global view, global views of different sizes, or a negative local count.
     """
 
-    global_views: tuple[ViewPolicy, ViewPolicy]
+    global_views: tuple[ViewPolicy, ...]
     local_view: ViewPolicy
     local_crops_number: int
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+
+    def __post_init__(self) -> None:
+        if not self.global_views:
+            raise ValueError("a multi-crop policy needs at least one global view")
+        sizes = {view.size for view in self.global_views}
+        if len(sizes) > 1:
+            raise ValueError(f"global views must share one size (one forward pass per resolution), got {sorted(sizes)}")
+        if self.local_crops_number < 0:
+            raise ValueError(f"local_crops_number must be >= 0, got {self.local_crops_number}")
 
     @classmethod
     def mokd(
@@ -85,6 +102,16 @@ class MultiCropPolicy:
             local_crops_number=local_crops_number,
         )
 
+    @property
+    def n_global(self) -> int:
+        """Number of global views (the first ``n_global`` views of every image)."""
+        return len(self.global_views)
+
     def views(self) -> list[ViewPolicy]:
-        """Policies in view order: global 1, global 2, then each local view."""
+        """Policies in view order: the global views, then each local view."""
         return [*self.global_views, *[self.local_view] * self.local_crops_number]
+
+    def groups(self) -> list[slice]:
+        """The non-empty resolution groups as slices of ``views()``: globals, then locals if any."""
+        n = self.n_global
+        return [slice(0, n)] + ([slice(n, n + self.local_crops_number)] if self.local_crops_number else [])

@@ -6,6 +6,7 @@ on the wire is a quarter of the bytes of float32, and ``x.float() / 255``, ``- m
 the same float32 operations ``ToTensor`` + ``Normalize`` run, so the result is identical.
 """
 
+import functools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -85,12 +86,14 @@ class MultiCropFolder(Dataset):
         return augment_image(load_rgb(path), self.policy, gen), label
 
 
-def collate_views(samples: list[tuple[list[torch.Tensor], int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Stacks views view-major: globals ``[2B, 3, Hg, Wg]``, locals ``[L*B, 3, Hl, Wl]`` (uint8), labels ``[B]``."""
+def collate_views(samples: list[tuple[list[torch.Tensor], int]],
+                  n_global: int = 2) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """Stacks views view-major: globals ``[G*B, 3, Hg, Wg]``, locals ``[L*B, 3, Hl, Wl]`` or None (uint8), labels ``[B]``."""
     n_views = len(samples[0][0])
     by_view = [torch.stack([views[v] for views, _ in samples]) for v in range(n_views)]
     labels = torch.tensor([label for _, label in samples])
-    return torch.cat(by_view[:2]), torch.cat(by_view[2:]), labels
+    local = torch.cat(by_view[n_global:]) if n_views > n_global else None
+    return torch.cat(by_view[:n_global]), local, labels
 
 
 class TorchvisionPipeline:
@@ -136,13 +139,14 @@ class TorchvisionPipeline:
             batch_size=batch_size,
             sampler=self.sampler,
             num_workers=num_workers,
-            collate_fn=collate_views,
+            collate_fn=functools.partial(collate_views, n_global=policy.n_global),
             pin_memory=device.type == "cuda",
             drop_last=True,
             persistent_workers=num_workers > 0,
             # Its own generator: creating an iterator must not draw from the global RNG the model uses.
             generator=torch.Generator().manual_seed(seed),
         )
+        self.n_global = policy.n_global
         self.mean = torch.tensor(policy.mean, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(policy.std, device=device).view(1, 3, 1, 1)
 
@@ -157,9 +161,14 @@ class TorchvisionPipeline:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[MultiCropBatch]:
         """The batches of ``epoch`` from batch ``start_batch`` on."""
         self.sampler.set_epoch(epoch, start_batch)
-        for global_crops, local_crops, labels in self.loader:
+        # The loader yields the sampler's batches in order (whatever the workers), so batch k holds
+        # these indices: [B] per batch, sent along for methods with per-sample memory.
+        order = torch.tensor(self.sampler.indices()).view(-1, self.loader.batch_size)
+        for (global_crops, local_crops, labels), indices in zip(self.loader, order, strict=True):
             yield MultiCropBatch(
                 self._normalize(global_crops),
-                self._normalize(local_crops),
+                self._normalize(local_crops) if local_crops is not None else None,
                 labels.to(self.device, non_blocking=True),
+                self.n_global,
+                indices.to(self.device, non_blocking=True),
             )
