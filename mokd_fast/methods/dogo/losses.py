@@ -6,6 +6,12 @@ similarities, softmaxes and logs run in fp32 (the official ``softmax(...).log()`
 similarities are matmuls of L2-normalised rows, never the official ``[B, 1, D] x [1, B, D]``
 broadcast (which materialises ``B x B x D``).
 
+Under DDP (``global_batch=True`` with a process group of W > 1 ranks) each rank keeps its own rows
+and compares them with every rank's columns (all-gathered; with gradient for this peer, without for
+the detached peer), and the loss is scaled by W, so that DDP's gradient averaging gives exactly the
+gradient one process computes on the whole batch, as the official code does on one node
+(``nn.DataParallel`` gathers the full batch before the loss). With one process it is the plain form.
+
 Official quirks kept (they change the numbers): NT-Xent's temperature is 0.5 in the official code
 whatever the config says (the default here); the similarity KL uses ``kl_div``'s default
 ``reduction='mean'``, which divides by ``B**2`` (not ``B``), so the official weights (100 for peer
@@ -13,11 +19,28 @@ whatever the config says (the default here); the similarity KL uses ``kl_div``'s
 """
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch.distributed.nn.functional import all_gather
 
 
 def _fp32(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t.float() for t in tensors]
+
+
+def _world(global_batch: bool) -> int:
+    return dist.get_world_size() if global_batch and dist.is_available() and dist.is_initialized() else 1
+
+
+def _columns(t: torch.Tensor, world: int, grad: bool) -> torch.Tensor:
+    """``[W * B, D]``: every rank's rows in rank order (this rank's own rows keep their gradient if ``grad``)."""
+    if world == 1:
+        return t
+    if grad:
+        return torch.cat(all_gather(t))  # backward sends each rank the gradient of its rows, summed over ranks
+    parts = [torch.empty_like(t) for _ in range(world)]
+    dist.all_gather(parts, t.detach())
+    return torch.cat(parts)
 
 
 def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -25,7 +48,7 @@ def _cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return F.normalize(a, dim=1, eps=1e-8) @ F.normalize(b, dim=1, eps=1e-8).T
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, global_batch: bool = False) -> torch.Tensor:
     """SimCLR's NT-Xent over the ``2B`` projections of two views, official reduction (sum / 2B).
 
     Row ``n`` of ``[z1; z2]`` has its positive at ``n +- B``; the other ``2B - 2`` rows (itself
@@ -35,14 +58,22 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> tor
         z1: ``[B, D]`` projections of view 1 (normalised inside: cosine similarity, as official).
         z2: ``[B, D]`` projections of view 2.
         temperature: Divides the cosine similarities (official: 0.5, hard-coded there).
+        global_batch: Under DDP, negatives from every rank (see the module docstring).
     """
+    world = _world(global_batch)
     with torch.autocast(z1.device.type, enabled=False):
-        z = torch.cat(_fp32(z1, z2))  # [2B, D]
-        n, b = z.shape[0], z1.shape[0]
-        logits = _cosine(z, z) / temperature  # [2B, 2B]
-        logits = logits.masked_fill(torch.eye(n, dtype=torch.bool, device=z.device), float("-inf"))
-        positives = torch.cat([torch.arange(b, n), torch.arange(0, b)]).to(z.device)
-        return F.cross_entropy(logits, positives, reduction="sum") / n
+        z1, z2 = _fp32(z1, z2)
+        b = z1.shape[0]
+        rank = dist.get_rank() if world > 1 else 0
+        rows = torch.cat([z1, z2])  # [2B, D], this rank's samples
+        cols = torch.cat([_columns(z1, world, True), _columns(z2, world, True)])  # [2WB, D]: all of view 1, then view 2
+        n = cols.shape[0]
+        logits = _cosine(rows, cols) / temperature  # [2B, 2WB]
+        own = torch.arange(2 * b, device=rows.device)
+        own = torch.where(own < b, rank * b + own, n // 2 + rank * b + own - b)  # each row's own column
+        positive = torch.where(own < n // 2, own + n // 2, own - n // 2)
+        logits = logits.masked_fill(F.one_hot(own, n).bool(), float("-inf"))
+        return world * F.cross_entropy(logits, positive, reduction="sum") / n
 
 
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -63,7 +94,7 @@ def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch
 
 
 def similarity_kl(x: torch.Tensor, y: torch.Tensor, peer_x: torch.Tensor, peer_y: torch.Tensor,
-                  temperature: float = 0.1) -> torch.Tensor:
+                  temperature: float = 0.1, global_batch: bool = False) -> torch.Tensor:
     """KL of the peer's cross-view similarity distribution from this peer's, official reduction (mean over B*B).
 
     ``S = softmax_rows(cos(x_i, y_j) / T)`` is this peer's ``[B, B]`` distribution (rows: view x,
@@ -76,9 +107,12 @@ def similarity_kl(x: torch.Tensor, y: torch.Tensor, peer_x: torch.Tensor, peer_y
         peer_x: ``[B, D]`` the other peer's embeddings of its view x (no gradient flows into them).
         peer_y: ``[B, D]`` the other peer's embeddings of its view y.
         temperature: The similarities' temperature (official ``KL_temperature``: 0.1).
+        global_batch: Under DDP, this rank's rows against every rank's columns (``[B, W*B]``).
     """
+    world = _world(global_batch)
     with torch.autocast(x.device.type, enabled=False):
         x, y, peer_x, peer_y = _fp32(x, y, peer_x.detach(), peer_y.detach())
-        log_s = F.log_softmax(_cosine(x, y) / temperature, dim=1)  # [B, B]
-        log_p = F.log_softmax(_cosine(peer_x, peer_y) / temperature, dim=1)
-        return F.kl_div(log_s, log_p, reduction="sum", log_target=True) / log_s.numel()
+        log_s = F.log_softmax(_cosine(x, _columns(y, world, True)) / temperature, dim=1)  # [B, W*B]
+        log_p = F.log_softmax(_cosine(peer_x, _columns(peer_y, world, False)) / temperature, dim=1)
+        columns = log_s.shape[1]  # the global batch: the official mean runs over B_global x B_global entries
+        return world * F.kl_div(log_s, log_p, reduction="sum", log_target=True) / columns**2
