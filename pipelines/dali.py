@@ -55,23 +55,36 @@ def shard_paths(data_path: Path, pipeline: str = "dali") -> tuple[list[str], lis
     return tars, [t[:-4] + ".idx" for t in tars], int(info["converted"])
 
 
+def _maybe_gray(fn, types, images, p: float):
+    """``images`` as 3-channel gray with probability ``p`` per sample (a DALI conditional; a module-level
+    function, since DALI's conditional conversion does not reach closures that rebind outer names)."""
+    if fn.random.coin_flip(probability=p, dtype=types.BOOL):
+        gray = fn.color_space_conversion(images, image_type=types.RGB, output_type=types.GRAY)
+        images = fn.cat(gray, gray, gray, axis=2)
+    return images
+
+
 def _view(fn, types, images, view: ViewPolicy, mean: list[float], std: list[float], channels_last: bool):
     """One view of every image in the batch (DALI graph; runs where ``images`` live)."""
+    interp = {"bicubic": types.INTERP_CUBIC, "bilinear": types.INTERP_LINEAR}[view.interpolation]
     out = fn.random_resized_crop(images, size=[view.size, view.size], random_area=list(view.scale),
-                                 random_aspect_ratio=list(view.ratio), interp_type=types.INTERP_CUBIC, antialias=True)
+                                 random_aspect_ratio=list(view.ratio), interp_type=interp, antialias=True)
     b, c, s, h = view.jitter
 
     def factor(low: float, high: float, neutral: float):  # DALI's uniform needs a non-empty range
         return fn.random.uniform(range=[low, high]) if high > low else neutral
 
+    if view.grayscale_before_jitter:
+        out = _maybe_gray(fn, types, out, view.grayscale_p)
     if fn.random.coin_flip(probability=view.jitter_p, dtype=types.BOOL):
         gray_mean = fn.reductions.mean(fn.color_space_conversion(out, image_type=types.RGB, output_type=types.GRAY))
         out = fn.brightness_contrast(out, brightness=factor(max(0.0, 1 - b), 1 + b, 1.0),
                                      contrast=factor(max(0.0, 1 - c), 1 + c, 1.0), contrast_center=gray_mean)
         out = fn.hsv(out, hue=factor(-360 * h, 360 * h, 0.0), saturation=factor(max(0.0, 1 - s), 1 + s, 1.0))
-    if fn.random.coin_flip(probability=view.grayscale_p, dtype=types.BOOL):
-        gray = fn.color_space_conversion(out, image_type=types.RGB, output_type=types.GRAY)
-        out = fn.cat(gray, gray, gray, axis=2)
+    if not view.grayscale_before_jitter:
+        out = _maybe_gray(fn, types, out, view.grayscale_p)
+    if view.extra_grayscale_p > 0:
+        out = _maybe_gray(fn, types, out, view.extra_grayscale_p)
     if view.blur_p > 0:  # noqa: SIM102 (a trace-time test; the inner if is a DALI conditional)
         if fn.random.coin_flip(probability=view.blur_p, dtype=types.BOOL):
             # Without window_size DALI sizes each sample's kernel 2 ceil(3 sigma) + 1, as gpu_augment does;

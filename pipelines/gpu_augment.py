@@ -44,6 +44,7 @@ class ViewParams:
         factors: ``[B, 4]`` brightness, contrast, saturation factors and hue shift.
         order: ``[B, 4]`` the order the four jitter ops run in.
         gray: Converted to grayscale.
+        gray2: Converted to grayscale a second time (``extra_grayscale_p``; all False when it is 0).
         blur: Blurred.
         sigma: Blur standard deviation.
         solarize: Solarized.
@@ -55,6 +56,7 @@ class ViewParams:
     factors: torch.Tensor
     order: torch.Tensor
     gray: torch.Tensor
+    gray2: torch.Tensor
     blur: torch.Tensor
     sigma: torch.Tensor
     solarize: torch.Tensor
@@ -101,6 +103,9 @@ def sample_view_params(heights: torch.Tensor, widths: torch.Tensor, view: ViewPo
         factors=(lows + torch.rand((n, 4), generator=gen, dtype=torch.float64) * (highs - lows)).float(),
         order=torch.argsort(torch.rand((n, 4), generator=gen), dim=1),
         gray=torch.rand(n, generator=gen) < view.grayscale_p,
+        # Drawn only when used, so policies without it keep their random stream.
+        gray2=torch.rand(n, generator=gen) < view.extra_grayscale_p if view.extra_grayscale_p > 0
+        else torch.zeros(n, dtype=torch.bool),
         blur=torch.rand(n, generator=gen) <= view.blur_p,
         sigma=_uniform(gen, (n,), *view.blur_sigma).float(),
         solarize=torch.rand(n, generator=gen) < view.solarize_p,
@@ -269,12 +274,19 @@ def make_views(
             on = _per_sample(mask.to(device, non_blocking=True))
             x = torch.where(on, op(x, *[a.to(device, non_blocking=True) for a in args]), x)
 
+    def gray(t: torch.Tensor) -> torch.Tensor:
+        return grayscale(t).expand_as(t)
+
+    batch = len(params[0].flip)
+    first = torch.tensor([v.grayscale_before_jitter for v in views]).repeat_interleave(batch)  # [V*B], per view
     apply(cat("flip"), lambda t: t.flip(-1))
+    apply(cat("gray") & first, gray)
     jitter, factors, order = cat("jitter"), cat("factors"), cat("order")
     for stage in range(4):  # each sample's own order of the four ops, as torchvision's ColorJitter
         for op_id, op in enumerate(JITTER_OPS):
             apply(jitter & (order[:, stage] == op_id), op, factors[:, op_id])
-    apply(cat("gray"), lambda t: grayscale(t).expand_as(t))
+    apply(cat("gray") & ~first, gray)
+    apply(cat("gray2"), gray)
     if any(v.blur_p > 0 for v in views):
         blur, sigma = cat("blur"), cat("sigma")
         radius = blur_radius(sigma)
@@ -348,6 +360,6 @@ class BatchedMultiCrop:
             if self.resampler == "roi_align":
                 crops = crop_roi_align(source, boxes, size)
             else:
-                crops = crop_resize(canvas, boxes, size, views[0].interpolation)
+                crops = crop_resize(canvas, boxes, size, views[0].interpolation)  # one filter per group
             groups.append(make_views(crops, group_params, views, self.mean, self.std, self.channels_last, self.gather))
         return MultiCropBatch(groups[0], groups[1] if len(groups) > 1 else None, n_global=self.policy.n_global)

@@ -71,9 +71,13 @@ def augment_view(img: Image.Image, view: ViewPolicy, gen: torch.Generator) -> to
     out = F.resized_crop(img, top, left, h, w, [view.size, view.size], INTERPOLATIONS[view.interpolation])
     if _rand(gen) < view.flip_p:
         out = F.hflip(out)
+    if view.grayscale_before_jitter and _rand(gen) < view.grayscale_p:
+        out = F.rgb_to_grayscale(out, num_output_channels=3)
     if _rand(gen) <= view.jitter_p:
         out = _color_jitter(out, view.jitter, gen)
-    if _rand(gen) < view.grayscale_p:
+    if not view.grayscale_before_jitter and _rand(gen) < view.grayscale_p:
+        out = F.rgb_to_grayscale(out, num_output_channels=3)
+    if view.extra_grayscale_p > 0 and _rand(gen) < view.extra_grayscale_p:
         out = F.rgb_to_grayscale(out, num_output_channels=3)
     if _rand(gen) <= view.blur_p:
         out = out.filter(ImageFilter.GaussianBlur(radius=_uniform(gen, *view.blur_sigma)))

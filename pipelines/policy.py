@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 # How views are cut from a decoded canvas by pipelines.gpu_augment (train.py --crop_resampler).
 RESAMPLERS = ("auto", "roi_align", "resize")
+INTERPOLATIONS = ("bicubic", "bilinear")  # of the crop's resize
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -28,6 +29,10 @@ class ViewPolicy:
         jitter: Brightness, contrast, saturation and hue strengths of the colour jitter.
         jitter_p: Probability that the colour jitter is applied.
         grayscale_p: Probability of conversion to 3-channel grayscale.
+        grayscale_before_jitter: Grayscale first, then the colour jitter (MoCo v1's order); the
+            default is jitter, then grayscale (DINO, SimCLR, MoCo v2).
+        extra_grayscale_p: Probability of a second grayscale after the first (DoGo's SimSiam views
+            apply ``RandomGrayscale`` twice); 0 draws nothing, so other policies' draws are unchanged.
         blur_p: Probability of a Gaussian blur.
         blur_sigma: Range of the blur's standard deviation in pixels.
         solarize_p: Probability of solarisation.
@@ -42,10 +47,16 @@ class ViewPolicy:
     jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.2, 0.1)
     jitter_p: float = 0.8
     grayscale_p: float = 0.2
+    grayscale_before_jitter: bool = False
+    extra_grayscale_p: float = 0.0
     blur_p: float = 0.5
     blur_sigma: tuple[float, float] = (0.1, 2.0)
     solarize_p: float = 0.0
     solarize_threshold: int = 128
+
+    def __post_init__(self) -> None:
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {self.interpolation!r}")
 
 
 @dataclass(frozen=True)

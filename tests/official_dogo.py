@@ -61,3 +61,19 @@ class KLLoss(nn.Module):
         s_s = F.softmax(self.sim(x.unsqueeze(1), y.unsqueeze(0)) / self.T, dim=1)
         s_t = F.softmax(self.sim(peer_x.unsqueeze(1), peer_y.unsqueeze(0)) / self.T, dim=1)
         return self.kl(s_s.log(), s_t.detach()), self.kl(s_t.log(), s_s.detach())
+
+
+def official_simclr_head(in_dim: int, n_proj: int) -> nn.Sequential:
+    """models/simclr.py's projector g."""
+    return nn.Sequential(nn.Linear(in_dim, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+                         nn.Linear(512, n_proj, bias=True))
+
+
+def official_simsiam_heads(in_dim: int, n_proj: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """models/simsiam.py's projector g and predictor h."""
+    g = nn.Sequential(nn.Linear(in_dim, 2048), nn.BatchNorm1d(2048), nn.ReLU(inplace=True),
+                      nn.Linear(2048, 2048), nn.BatchNorm1d(2048), nn.ReLU(inplace=True),
+                      nn.Linear(2048, 2048), nn.BatchNorm1d(2048))
+    h = nn.Sequential(nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
+                      nn.Linear(512, n_proj))
+    return g, h

@@ -72,6 +72,8 @@ def test_every_pipeline_takes_any_view_recipe_and_sends_sample_indices(backend, 
 def test_a_policy_rejects_what_no_pipeline_can_batch() -> None:
     with pytest.raises(ValueError, match="at least one global view"):
         MultiCropPolicy((), ViewPolicy(16, (0.1, 0.3)), 2)
+    with pytest.raises(ValueError, match="interpolation must be one of"):
+        ViewPolicy(16, (0.1, 0.3), interpolation="nearest")
     with pytest.raises(ValueError, match="share one size"):
         MultiCropPolicy((ViewPolicy(32, (0.3, 1.0)), ViewPolicy(24, (0.3, 1.0))), ViewPolicy(16, (0.1, 0.3)), 2)
 
