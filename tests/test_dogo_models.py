@@ -41,5 +41,14 @@ def test_peer_outputs_are_normalised(head) -> None:
     for name, t in out.items():
         torch.testing.assert_close(t.norm(dim=1), torch.ones(4), msg=name)
     assert out["z"].shape == (4, 64 if head == "simclr" else 2048)
-    with pytest.raises(ValueError, match="torchvision ResNet alias"):
-        Peer("vit_small", head, 64, image_size=32)
+
+
+def test_heterogeneous_peers_a_timm_cnn_and_a_vit() -> None:
+    """DoGo's point: peers of different families; any timm CNN (pooled map) or ViT (CLS token)."""
+    cnn = Peer("resnet18d", "simclr", 32, image_size=64)
+    vit = Peer("vit_tiny", "simsiam", 32, image_size=64)
+    x = torch.randn(2, 3, 64, 64)
+    assert cnn.encoder(x).shape == (2, 512) and vit.encoder(x).shape == (2, 192)
+    assert cnn(x)["z"].shape == (2, 32) and vit(x)["p"].shape == (2, 32)
+    with pytest.raises(ValueError, match="unknown CNN"):
+        Peer("no_such_net", "simclr", 32, image_size=64)

@@ -1,6 +1,7 @@
 """DoGo's peers: an encoder and a SimCLR or SimSiam head, as the official ``models/`` build them.
 
-Official structure (NeurAI-Lab/DoGo ``dogo``: models/helper.py, simclr.py, simsiam.py):
+Official structure (NeurAI-Lab/DoGo ``dogo``: models/helper.py, simclr.py, simsiam.py), for its
+torchvision ResNets (any timm CNN or ViT works too, with pooled or CLS features):
 - encoder below 100 px: the torchvision ResNet with a 3x3 stride-1 first convolution and no max-pool
   (the CIFAR stem), features pooled (512-d for ResNet-18); at 100 px and above the official encoder
   keeps the ResNet's fc layer, so its "feature" is the 1000-d classifier output (``keep_fc``, a
@@ -13,38 +14,67 @@ Every output is L2-normalised, as the official forwards return them. Each view i
 pass (BatchNorm statistics per view), as official.
 """
 
+import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mokd_fast.models.cnn import CNN_ALIASES
+from mokd_fast.models.cnn import CNN_ALIASES, build_cnn
+from mokd_fast.models.vit import VIT_ALIASES, build_vit, vit_tokens
 
 HEADS = ("simclr", "simsiam")
 SIMSIAM_WIDTH = 2048  # the projector's width and output, fixed in the official code
 
 
-def build_encoder(arch: str, small_images: bool, keep_fc: bool = False) -> tuple[nn.Module, int]:
-    """A torchvision ResNet as DoGo's encoder, and its feature width.
+class Encoder(nn.Module):
+    """``[N, 3, H, W] -> [N, d]`` features of any backbone: a CNN's pooled last map or a ViT's CLS token.
 
     Args:
-        arch: An official ResNet alias (``resnet18``, ``resnet50``, ...).
-        small_images: The CIFAR stem (inputs below 100 px, as official).
-        keep_fc: Keep the 1000-way fc layer as the feature (the official encoder at 100 px and above).
+        net: The backbone.
+        features: ``features(net, x)`` -> ``[N, d]``.
+    """
+
+    def __init__(self, net: nn.Module, features) -> None:
+        super().__init__()
+        self.net = net
+        self._features = features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._features(self.net, x)
+
+
+def _is_timm_vit(arch: str) -> bool:
+    """A timm model defined with the VisionTransformer class (vision_transformer.py, deit.py)."""
+    return timm.is_model(arch) and timm.models.model_entrypoint(arch).__module__ in (
+        "timm.models.vision_transformer", "timm.models.deit")
+
+
+def build_encoder(arch: str, small_images: bool, keep_fc: bool = False, patch_size: int = 16) -> tuple[nn.Module, int]:
+    """DoGo's encoder, and its feature width.
+
+    A torchvision ResNet alias is built as the official code builds it (the CIFAR stem for small
+    images; ``keep_fc`` keeps its 1000-way classifier as the feature). Any other name is a timm or
+    official-alias CNN (features pooled from its last map) or ViT (its CLS token), so heterogeneous
+    peers (a CNN and a ViT) work; those have no small-image stem.
 
     Raises:
-        ValueError: ``arch`` is not a torchvision ResNet alias.
+        ValueError: The name is unknown (the message lists what is accepted).
     """
-    if arch not in CNN_ALIASES or not arch.startswith(("resnet", "wide_resnet", "resnext")):
-        raise ValueError(f"DoGo encoder {arch!r}: use a torchvision ResNet alias ({', '.join(CNN_ALIASES)})")
-    net = CNN_ALIASES[arch]()
-    if small_images:
-        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        net.maxpool = nn.Identity()
-    if keep_fc:
-        return net, net.fc.out_features
-    width = net.fc.in_features
-    net.fc = nn.Identity()
-    return net, width
+    if arch in CNN_ALIASES:
+        net = CNN_ALIASES[arch]()
+        if small_images:
+            net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            net.maxpool = nn.Identity()
+        if keep_fc:
+            return net, net.fc.out_features
+        width = net.fc.in_features
+        net.fc = nn.Identity()
+        return net, width
+    if arch in VIT_ALIASES or _is_timm_vit(arch):
+        vit = build_vit(arch, patch_size, drop_path_rate=0.0)
+        return Encoder(vit, lambda net, x: vit_tokens(net, x)[0]), vit.embed_dim
+    cnn = build_cnn(arch)
+    return Encoder(cnn.module, lambda net, x: cnn.feature_map(net, x).mean(dim=(2, 3))), cnn.num_features
 
 
 class SimCLRHead(nn.Module):
@@ -81,7 +111,7 @@ class Peer(nn.Module):
     """One DoGo peer: encoder and head; ``forward`` of one view returns its normalised outputs.
 
     Args:
-        arch: Encoder (torchvision ResNet alias).
+        arch: Encoder: a torchvision ResNet alias (official), or any timm/official-alias CNN or ViT.
         head: "simclr" or "simsiam".
         n_proj: The head's output width (official template: 128 for SimCLR, 2048 for SimSiam).
         image_size: Input side; below 100 px the CIFAR stem is used, as official.
