@@ -77,3 +77,22 @@ def official_simsiam_heads(in_dim: int, n_proj: int) -> tuple[nn.Sequential, nn.
     h = nn.Sequential(nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
                       nn.Linear(512, n_proj))
     return g, h
+
+
+def official_step_totals(kinds: tuple[str, str], outputs, batch_size: int, weights=(100.0, 1.0),
+                         temperature: float = 0.1) -> tuple[torch.Tensor, torch.Tensor]:
+    """util/train_util.py train_one_epoch's two totals, with the official modules and call pattern."""
+    ntxent, simsiam, kl = NTXent(batch_size), SimSiamLoss(), KLLoss(temperature)
+    (x1, y1), (x2, y2) = outputs
+
+    def ssl(kind, x, y):
+        return ntxent(x["z"], y["z"]) if kind == "simclr" else simsiam(x["z"], y["z"], x["p"], y["p"])
+
+    if kinds == ("simsiam", "simsiam"):
+        loss_s, _ = kl(x1["p"], y1["p"], x2["z"], y2["z"])
+        _, loss_t = kl(x1["z"], y1["z"], x2["p"], y2["p"])
+    else:
+        def rep(kind, out):
+            return out["p"] if kind == "simsiam" else out["z"]
+        loss_s, loss_t = kl(rep(kinds[0], x1), rep(kinds[0], y1), rep(kinds[1], x2), rep(kinds[1], y2))
+    return ssl(kinds[0], x1, y1) + weights[0] * loss_s, ssl(kinds[1], x2, y2) + weights[1] * loss_t

@@ -1,5 +1,6 @@
-"""DoGo's loss kernels against a transcription of the official modules, on the same tensors (fp32, CPU),
-and their global-batch form under two gloo processes against one process on the whole batch."""
+"""DoGo's loss kernels and step objective against a transcription of the official modules, on the same
+tensors (fp32, CPU), and their global-batch form under two gloo processes against one process on the
+whole batch."""
 
 import os
 
@@ -10,8 +11,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from mokd_fast.methods.dogo.losses import nt_xent, similarity_kl, simsiam_loss
-from tests.helpers import free_port
-from tests.official_dogo import KLLoss, NTXent, SimSiamLoss
+from mokd_fast.methods.dogo.objective import dogo_objective
+from tests.helpers import assert_rel_close, free_port
+from tests.official_dogo import KLLoss, NTXent, SimSiamLoss, official_step_totals
 
 B, D = 12, 32
 
@@ -108,3 +110,33 @@ def test_global_batch_under_two_ranks_equals_one_process_on_the_whole_batch() ->
                 assert all(g is None for g in per_rank), (name, i)
                 continue
             torch.testing.assert_close(torch.cat(per_rank) / world, t.grad, rtol=1e-5, atol=1e-7, msg=f"{name} input {i}")
+
+
+@pytest.mark.parametrize("kinds", [("simclr", "simsiam"), ("simsiam", "simsiam"), ("simclr", "simclr"),
+                                   ("simsiam", "simclr")])
+def test_step_objective_equals_the_official_two_backward_passes(kinds) -> None:
+    gen = torch.Generator().manual_seed(11)
+
+    def outputs():
+        def one(kind):
+            keys = ("z", "p") if kind == "simsiam" else ("z",)
+            return {k: F.normalize(torch.randn(B, D, generator=gen), dim=1).requires_grad_() for k in keys}
+        return tuple((one(kind), one(kind)) for kind in kinds)
+
+    ours_out = outputs()
+    official_out = tuple(tuple({k: v.detach().clone().requires_grad_() for k, v in o.items()} for o in pair)
+                         for pair in ours_out)
+    leaves = lambda outs: [t for pair in outs for o in pair for t in o.values()]  # noqa: E731
+    terms, totals = dogo_objective(kinds, ours_out)
+    (totals["peer_1"] + totals["peer_2"]).backward()  # one pass, as the engine runs it
+    official = official_step_totals(kinds, official_out, B)
+    official[0].backward()
+    official[1].backward()
+    torch.testing.assert_close(totals["peer_1"], official[0].detach(), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(totals["peer_2"], official[1].detach(), rtol=1e-6, atol=1e-6)
+    assert set(terms) == {"ssl_1", "kl_1", "ssl_2", "kl_2"}
+    for ours, ref in zip(leaves(ours_out), leaves(official_out)):
+        if ref.grad is None:
+            assert ours.grad is None or not ours.grad.any()
+        else:
+            assert_rel_close(ours.grad, ref.grad, 1e-5, "gradient")  # max|diff| / max|ref|: the x100 KL weight
