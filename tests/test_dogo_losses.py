@@ -2,17 +2,13 @@
 tensors (fp32, CPU), and their global-batch form under two gloo processes against one process on the
 whole batch."""
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from mokd_fast.methods.dogo.losses import nt_xent, similarity_kl, simsiam_loss
 from mokd_fast.methods.dogo.objective import dogo_objective
-from tests.helpers import assert_rel_close, free_port
+from tests.helpers import assert_rel_close, run_gloo
 from tests.official_dogo import KLLoss, NTXent, SimSiamLoss, official_step_totals
 
 B, D = 12, 32
@@ -72,10 +68,7 @@ def test_losses_are_fp32_under_autocast(dtype) -> None:
         torch.testing.assert_close(value, fn(*[t.float() for t in half[:args]]), rtol=1e-6, atol=1e-6)
 
 
-def _ddp_worker(rank: int, world: int, port: int, results: dict) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    torch.set_num_threads(1)
+def _ddp_worker(rank: int, world: int) -> dict:
     full = _embeddings(7)  # the whole batch on every rank; each rank takes its rows
     mine = [t[rank * (B // world) : (rank + 1) * (B // world)].clone().requires_grad_() for t in full]
     out = {}
@@ -85,17 +78,13 @@ def _ddp_worker(rank: int, world: int, port: int, results: dict) -> None:
         loss = fn(*args, global_batch=True)
         loss.backward()
         out[name] = (loss.detach(), [t.grad.clone() if t.grad is not None else None for t in args])
-    results[rank] = out
-    dist.destroy_process_group()
+    return out
 
 
 def test_global_batch_under_two_ranks_equals_one_process_on_the_whole_batch() -> None:
     """DDP averages the ranks' gradients; with the loss scaled by W that is the one-process gradient."""
     world = 2
-    with mp.Manager() as manager:
-        results = manager.dict()
-        mp.spawn(_ddp_worker, args=(world, free_port(), results), nprocs=world, join=True)
-        results = dict(results)
+    results = run_gloo(_ddp_worker, world)
     full = [t.requires_grad_() for t in _embeddings(7)]
     for name, fn, args in (("nt_xent", nt_xent, full[:2]), ("kl", similarity_kl, full)):
         for t in full:
