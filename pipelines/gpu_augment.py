@@ -280,13 +280,15 @@ def make_views(
     batch = len(params[0].flip)
     first = torch.tensor([v.grayscale_before_jitter for v in views]).repeat_interleave(batch)  # [V*B], per view
     apply(cat("flip"), lambda t: t.flip(-1))
-    apply(cat("gray") & first, gray)
+    if first.any():  # trace-time: the masked form (gather=False) would otherwise run an unused op
+        apply(cat("gray") & first, gray)
     jitter, factors, order = cat("jitter"), cat("factors"), cat("order")
     for stage in range(4):  # each sample's own order of the four ops, as torchvision's ColorJitter
         for op_id, op in enumerate(JITTER_OPS):
             apply(jitter & (order[:, stage] == op_id), op, factors[:, op_id])
     apply(cat("gray") & ~first, gray)
-    apply(cat("gray2"), gray)
+    if any(v.extra_grayscale_p > 0 for v in views):
+        apply(cat("gray2"), gray)
     if any(v.blur_p > 0 for v in views):
         blur, sigma = cat("blur"), cat("sigma")
         radius = blur_radius(sigma)

@@ -100,8 +100,7 @@ def _data_source(suite: "Suite", pipeline: str) -> str | Path:
     dataset = suite.records.get("dataset") or {}
     if pipeline == "torchvision":
         return suite.work / "data" / "images" if dataset.get("images") else "no generated images"
-    library = {"dali": "dali", "ffcv": "ffcv"}.get(pipeline)
-    version = (suite.records.get("env") or {}).get(library, "") if library else ""
+    version = (suite.records.get("env") or {}).get(pipeline, "") if pipeline in ("dali", "ffcv") else ""
     if version.startswith("missing"):
         return f"{pipeline.upper()} {version}"
     fmt = "ffcv" if pipeline == "ffcv" else "dali"  # nvjpeg reads the DALI shards
