@@ -1,7 +1,9 @@
-"""``train.py``'s command line: flags generated from the two config dataclasses, YAML recipes, overrides.
+"""``train.py``'s command line: ``--method``, flags generated from the method's two config dataclasses, YAML recipes.
 
-Precedence: dataclass defaults < ``--config FILE.yaml`` < flags on the command line. Unknown flags
-and unknown YAML keys are errors, never ignored.
+Precedence: dataclass defaults < ``--config FILE.yaml`` < flags on the command line. The method is
+``--method`` on the command line, else the recipe's ``method:`` key, else ``mokd``; its settings
+classes (``METHODS[name]``) give the flags, so ``train.py --method dogo --help`` lists DoGo's.
+Unknown flags and unknown YAML keys are errors, never ignored.
 """
 
 import argparse
@@ -14,12 +16,11 @@ from typing import Any
 
 import yaml
 
-from mokd_fast.config import MOKDConfig
 from mokd_fast.errors import NonFiniteLoss, UsageError
+from mokd_fast.methods import METHODS
 from mokd_fast.settings import bool_flag, field_help, flat_settings
-from mokd_fast.train_config import TrainConfig
 
-CONFIG_CLASSES = (MOKDConfig, TrainConfig)
+DEFAULT_METHOD = "mokd"
 
 
 def _flag_kwargs(annotation: Any) -> dict[str, Any]:
@@ -28,23 +29,32 @@ def _flag_kwargs(annotation: Any) -> dict[str, Any]:
     base = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
     if typing.get_origin(base) is tuple:
         item_types = typing.get_args(base)
-        return {"type": item_types[0], "nargs": len(item_types), "metavar": ("MIN", "MAX")}
+        metavar = ("MIN", "MAX") if len(item_types) == 2 else None
+        return {"type": item_types[0], "nargs": len(item_types), "metavar": metavar}
     if base is bool:
         return {"type": bool_flag, "metavar": "BOOL"}
     return {"type": base}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per config field, named like the field (the official flag names)."""
+def _method_help() -> str:
+    lines = [f"  {name}: {entry.summary}" for name, entry in METHODS.items()]
+    return "methods (--method NAME --help lists that method's flags):\n" + "\n".join(lines)
+
+
+def build_parser(method: str = DEFAULT_METHOD) -> argparse.ArgumentParser:
+    """One flag per field of ``method``'s two config classes, named like the field (MOKD: the official names)."""
     parser = argparse.ArgumentParser(
         prog="train.py",
-        description="MOKD pre-training (CNN + ViT online distillation). Flags follow the official main_mokd.py.",
-        allow_abbrev=False,
+        description=f"Self-supervised pre-training; this help lists the flags of --method {method}. "
+                    "MOKD's flags follow the official main_mokd.py.",
+        epilog=_method_help(), formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
     )
+    parser.add_argument("--method", default=DEFAULT_METHOD, choices=tuple(METHODS),
+                        help=f"Training method (default: {DEFAULT_METHOD}); its own flags follow.")
     parser.add_argument("--config", type=str, default=None,
                         help="YAML recipe (see configs/); its keys are flag names; flags given here override it.")
-    for cls in CONFIG_CLASSES:
-        group = parser.add_argument_group(cls.__name__)
+    for cls in METHODS[method].config_classes():
+        group = parser.add_argument_group(f"{cls.__name__} (--method {method})")
         hints = typing.get_type_hints(cls)
         for f in fields(cls):
             kwargs = _flag_kwargs(hints[f.name])
@@ -55,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_yaml_recipe(path: str | Path) -> dict[str, Any]:
-    """Reads a recipe, checking that every key is a known setting."""
+def load_yaml_recipe(path: str | Path, method: str | None = None) -> dict[str, Any]:
+    """Reads a recipe, checking that every key is a setting of its method (``method``, its ``method:`` key or mokd)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"--config {path}: no such file; the recipes shipped with mokd-fast are in configs/")
@@ -66,48 +76,63 @@ def load_yaml_recipe(path: str | Path) -> dict[str, Any]:
         raise UsageError(f"--config {path}: not valid YAML ({err})") from err
     if not isinstance(values, dict):
         raise UsageError(f"--config {path}: expected a mapping of setting: value, got {type(values).__name__}")
-    known = {f.name for cls in CONFIG_CLASSES for f in fields(cls)}
+    name = method or values.get("method", DEFAULT_METHOD)
+    if name not in METHODS:
+        raise UsageError(f"--config {path}: method {name!r} is not one of {sorted(METHODS)}")
+    known = {f.name for cls in METHODS[name].config_classes() for f in fields(cls)} | {"method"}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UsageError(f"--config {path}: unknown keys {unknown}; valid keys are the train.py flag names")
+        raise UsageError(f"--config {path}: unknown keys {unknown} for --method {name}; valid keys are the "
+                         f"train.py --method {name} flag names")
     return values
 
 
-def parse_config(argv: list[str] | None = None) -> tuple[MOKDConfig, TrainConfig]:
-    """Parses the command line (and the recipe it names) into the two configs.
+def parse_config(argv: list[str] | None = None) -> tuple[Any, Any]:
+    """Parses the command line (and the recipe it names) into the method's two configs.
 
     Raises:
-        UsageError: Unknown flag or key, bad value, or a combination the configs reject.
+        UsageError: Unknown flag, key or method, bad value, or a combination the configs reject.
     """
-    parser = build_parser()
+    pre_parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre_parser.error = _raise_usage  # type: ignore[method-assign]
+    pre_parser.add_argument("--method", choices=tuple(METHODS), default=None)
+    pre_parser.add_argument("--config", default=None)
+    pre, _ = pre_parser.parse_known_args(argv)
+    recipe = load_yaml_recipe(pre.config, pre.method) if pre.config else {}
+    method = pre.method or recipe.get("method", DEFAULT_METHOD)
+    parser = build_parser(method)
     parser.error = _raise_usage  # type: ignore[method-assign]
-    pre, _ = parser.parse_known_args(argv)
-    if pre.config:
-        recipe = load_yaml_recipe(pre.config)
+    if recipe:
         parser.set_defaults(**{k: tuple(v) if isinstance(v, list) else v for k, v in recipe.items()})
     args = vars(parser.parse_args(argv))
     args.pop("config")
+    args["method"] = method
     return configs_from_dict(args)
 
 
-def configs_from_dict(values: dict[str, Any]) -> tuple[MOKDConfig, TrainConfig]:
-    """Splits a flat settings dict (flags, a saved config.yaml) into the two configs."""
-    split = [{f.name: values[f.name] for f in fields(cls) if f.name in values} for cls in CONFIG_CLASSES]
+def configs_from_dict(values: dict[str, Any]) -> tuple[Any, Any]:
+    """Splits a flat settings dict (flags, a saved config.yaml; ``method`` defaults to mokd) into the two configs."""
+    values = dict(values)
+    method = values.pop("method", DEFAULT_METHOD)
+    if method not in METHODS:
+        raise UsageError(f"unknown method {method!r}; choose from {sorted(METHODS)}")
+    classes = METHODS[method].config_classes()
+    split = [{f.name: values[f.name] for f in fields(cls) if f.name in values} for cls in classes]
     known = set(split[0]) | set(split[1])
     unknown = sorted(set(values) - known)
     if unknown:
-        raise UsageError(f"unknown settings {unknown}")
+        raise UsageError(f"unknown settings {unknown} for method {method}")
     for cls_values in split:
         for key, value in cls_values.items():
             if isinstance(value, list):
                 cls_values[key] = tuple(value)
     try:
-        return MOKDConfig(**split[0]), TrainConfig(**split[1])
+        return classes[0](**split[0]), classes[1](**split[1])
     except (ValueError, TypeError) as err:
         raise UsageError(str(err)) from err
 
 
-def flat_config(method: MOKDConfig, train: TrainConfig) -> dict[str, Any]:
+def flat_config(method: Any, train: Any) -> dict[str, Any]:
     """Both configs as one flat dict of flag name -> value (tuples as lists, for YAML)."""
     return flat_settings(method, train)
 

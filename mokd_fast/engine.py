@@ -12,16 +12,15 @@ import numpy as np
 import torch
 import yaml
 
-from mokd_fast.config import MOKDConfig
 from mokd_fast.distributed import check_on_main, gather_objects, init_distributed
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.periodic import PeriodicKNN
 from mokd_fast.loss_guard import LossGuard
-from mokd_fast.losses import CENTERED_TERMS
 from mokd_fast.run_log import RunLog, Throughput
+from mokd_fast.methods import entry_for_config
+from mokd_fast.run_config import RunConfig
 from mokd_fast.settings import flat_settings
 from mokd_fast.step import StepSwitches, TrainStep
-from mokd_fast.train_config import TrainConfig
 from mokd_fast.train_state import (
     atomic_save,
     build_checkpoint,
@@ -29,7 +28,7 @@ from mokd_fast.train_state import (
     load_checkpoint,
     restore_rng,
 )
-from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
+from pipelines import PIPELINES, resolve_pipeline
 from pipelines.batch import MultiCropBatch
 
 
@@ -61,21 +60,25 @@ def prepare_output_dir(path: Path, resuming: bool) -> None:
         )
 
 
+def run_settings(method: Any, cfg: RunConfig) -> dict[str, Any]:
+    """The run's settings as one flat dict (``method`` first): config.yaml and the checkpoint's copy."""
+    return {"method": entry_for_config(method)[0], **flat_settings(method, cfg)}
+
+
 class Trainer:
-    """One MOKD pre-training run on this process (one of ``world_size`` under torchrun).
+    """One pre-training run of any method on this process (one of ``world_size`` under torchrun).
 
     Args:
-        method: Method settings.
+        method: The method's settings (their class picks the method).
         cfg: Training settings.
     """
 
-    def __init__(self, method: MOKDConfig, cfg: TrainConfig) -> None:
+    def __init__(self, method: Any, cfg: RunConfig) -> None:
         self.method, self.cfg = method, cfg
         self.ctx = ctx = init_distributed(cfg.device, cfg.dist_url)
         self.out = Path(cfg.output_dir)
         check_on_main(ctx, lambda: prepare_output_dir(self.out, resuming=bool(cfg.resume)))
-        policy = MultiCropPolicy.mokd(method.global_size, method.local_size, cfg.global_crops_scale,
-                                      cfg.local_crops_scale, method.local_crops_number)
+        self.policy = policy = entry_for_config(method)[1].method_class().make_policy(method, cfg)
         self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path, ctx.device)
         # The backends that cut views with gpu_augment take the resampler.
         options = {"resampler": cfg.crop_resampler} if self.pipeline_name in ("ffcv", "nvjpeg") else {}
@@ -91,7 +94,7 @@ class Trainer:
         self.step = TrainStep(method, cfg, ctx, self.iters_per_epoch)
         self.model, self.optimizers, self.scalers = self.step.model, self.step.optimizers, self.step.scalers
         self.precision = self.step.precision
-        self.config = flat_settings(method, cfg)
+        self.config = run_settings(method, cfg)
 
         self.start_step, rng_states = 0, None
         if cfg.resume:
@@ -105,7 +108,7 @@ class Trainer:
                           else "No checkpoint was written yet")
         self.guard = LossGuard(ctx)
         self.meter = Throughput()
-        self.knn = PeriodicKNN(cfg.knn_data, cfg.knn_every, cfg.knn_k, cfg.knn_input_size or method.global_size,
+        self.knn = PeriodicKNN(cfg.knn_data, cfg.knn_every, cfg.knn_k, cfg.knn_input_size or policy.global_views[0].size,
                                cfg.batch_size_per_gpu, cfg.num_workers, ctx) if cfg.knn_every else None
 
     def _batches(self) -> Iterator[tuple[int, int, MultiCropBatch]]:
@@ -157,12 +160,9 @@ class Trainer:
 
     def _record(self, done: int, epoch: int) -> dict[str, Any]:
         rate, wait = self.meter.window(self.cfg.batch_size_per_gpu * self.ctx.world_size)
-        temps = self.model.criterion.temps[epoch]
         return {
             "step": done, "epoch": epoch, **self.guard.window_means(self.last_good),
-            **self.step.schedules.values(done - 1),
-            "teacher_temp_cnn": temps[CENTERED_TERMS.index("cnn_self")].item(),
-            "teacher_temp_vit": temps[CENTERED_TERMS.index("vit_self")].item(),
+            **self.step.schedules.values(done - 1), **self.model.log_values(epoch),
             "samples_per_s": rate, "data_wait": wait,
         }
 
@@ -182,18 +182,16 @@ class Trainer:
         self.last_good = f"The last good checkpoint is {latest} (step {done})"
 
     def _describe(self, log: RunLog) -> None:
-        n_cnn = sum(p.numel() for p in self.model.students.cnn.parameters())
-        n_vit = sum(p.numel() for p in self.model.students.vit.parameters())
         log.message(
-            f"MOKD {self.method.arch_cnn} ({n_cnn / 1e6:.1f}M) + {self.method.arch_vit} ({n_vit / 1e6:.1f}M) on "
+            f"{self.model.describe()} on "
             f"{self.ctx.world_size} x {self.ctx.device.type}, {self.precision}; {self.pipeline_name} pipeline, "
             f"{self.pipeline.num_images} images, "
             f"{self.iters_per_epoch} steps/epoch of {self.cfg.batch_size_per_gpu} x {self.ctx.world_size}, crops "
-            f"2x{self.method.global_size} + {self.method.local_crops_number}x{self.method.local_size}; "
+            f"{self.policy.summary()}; "
             f"steps {self.start_step} -> {self.end_step}; output {self.out}"
         )
-        if self.cfg.optimizer_warning is not None:
-            log.message(f"warning: {self.cfg.optimizer_warning}")
+        for warning in self.cfg.warnings:
+            log.message(f"warning: {warning}")
         if self.ctx.distributed and self.cfg.sync_bn and self.ctx.device.type != "cuda":
             log.message("SyncBatchNorm needs CUDA: on CPU each process normalises with its own batch statistics")
 

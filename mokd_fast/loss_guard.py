@@ -5,15 +5,13 @@ import torch.distributed as dist
 
 from mokd_fast.distributed import DistContext
 from mokd_fast.errors import NonFiniteLoss
-from mokd_fast.losses import LOSS_TERMS
-
-LOGGED_LOSSES = (*LOSS_TERMS, "loss_cnn", "loss_vit")
 
 
 class LossGuard:
-    """Keeps each step's ten losses on the device; ``check`` averages them over ranks and validates.
+    """Keeps each step's losses on the device; ``check`` averages them over ranks and validates.
 
-    A step only appends a ``[10]`` tensor (no host sync). ``check`` runs at log lines and before
+    The names are the step's (a method's terms and ``loss_<optimiser>`` totals, in its order), fixed
+    by the first step recorded. A step only appends a ``[n_losses]`` tensor (no host sync). ``check`` runs at log lines and before
     every checkpoint: one all-reduce and one device-to-host copy (the sync point). A NaN or inf on
     any rank reaches every rank through the sum, so all ranks stop together, and no checkpoint is
     written after the bad step.
@@ -23,10 +21,13 @@ class LossGuard:
         self.ctx = ctx
         self.pending: list[tuple[int, int, torch.Tensor]] = []
         self.checked: list[torch.Tensor] = []
+        self.names: tuple[str, ...] = ()
 
     def record(self, step: int, epoch: int, losses: dict[str, torch.Tensor]) -> None:
         """Keeps this step's losses (``step`` counts from 0)."""
-        self.pending.append((step, epoch, torch.stack([losses[n].detach().float() for n in LOGGED_LOSSES])))
+        if not self.names:
+            self.names = tuple(losses)
+        self.pending.append((step, epoch, torch.stack([losses[n].detach().float() for n in self.names])))
 
     def check(self, last_good: str) -> None:
         """Raises ``NonFiniteLoss`` naming the first bad term and step since the previous check.
@@ -36,7 +37,7 @@ class LossGuard:
         """
         if not self.pending:
             return
-        values = torch.stack([v for _, _, v in self.pending])  # [steps, 10]
+        values = torch.stack([v for _, _, v in self.pending])  # [steps, n_losses]
         if self.ctx.distributed:
             dist.all_reduce(values)
             values /= self.ctx.world_size
@@ -46,9 +47,9 @@ class LossGuard:
             row, col = bad[0].tolist()
             step, epoch, _ = self.pending[row]
             raise NonFiniteLoss(
-                f"loss term {LOGGED_LOSSES[col]} is {values[row, col].item()} at step {step} (epoch {epoch}); "
-                f"training stopped. {last_good}. Lower --lr_cnn/--lr_vit, clip gradients "
-                "(--clip_grad_cnn/--clip_grad_vit) or use --precision fp32, then --resume from it."
+                f"loss term {self.names[col]} is {values[row, col].item()} at step {step} (epoch {epoch}); "
+                f"training stopped. {last_good}. Lower the learning rates (--lr*), clip gradients "
+                "(--clip_grad* where the method has them) or use --precision fp32, then --resume from it."
             )
         self.checked.append(values)
         self.pending.clear()
@@ -58,4 +59,4 @@ class LossGuard:
         self.check(last_good)
         values = torch.cat(self.checked).mean(0)
         self.checked.clear()
-        return dict(zip(LOGGED_LOSSES, values.tolist()))
+        return dict(zip(self.names, values.tolist()))

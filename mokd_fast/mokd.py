@@ -1,22 +1,31 @@
-"""MOKD: two students, two EMA teachers, eight loss terms."""
+"""MOKD: two students, two EMA teachers, eight loss terms; the first method of the engine."""
 
 import os
 from collections.abc import Sequence
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 from torch.amp import GradScaler
 
+from mokd_fast.backward import backward_totals
 from mokd_fast.checkpoint import export_official, load_official
 from mokd_fast.config import MOKDConfig
 from mokd_fast.ema import TeacherEMA
-from mokd_fast.losses import MOKDCriterion
+from mokd_fast.losses import CENTERED_TERMS, MOKDCriterion
+from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
 from mokd_fast.models.branches import ModelPair, StudentOutputs, TeacherOutputs
+from mokd_fast.optim import CNN_GROUP_SCHEDULES, VIT_GROUP_SCHEDULES, Schedules, build_optimizers
 from mokd_fast.regions import region
+from mokd_fast.train_config import TrainConfig
 from pipelines.batch import MultiCropBatch
+from pipelines.policy import MultiCropPolicy
+
+OPTIMIZER_NAMES = ("cnn", "vit")  # checkpoint entries optimizer_cnn/vit, fp16_scaler_cnn/vit; log loss_cnn/vit
 
 
-class MOKD(nn.Module):
+class MOKD(Method):
     """Multi-Mode Online Knowledge Distillation between a CNN and a ViT.
 
     ``students`` holds both students in one module (DDP wraps it once; one backward pass serves
@@ -26,11 +35,14 @@ class MOKD(nn.Module):
 
     Args:
         cfg: Method settings; see ``MOKDConfig``.
+        train: Training recipe (crops, optimisers, schedules); the official defaults when omitted.
     """
 
-    def __init__(self, cfg: MOKDConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
+    name = "mokd"
+    configs = (MOKDConfig, TrainConfig)
+
+    def __init__(self, cfg: MOKDConfig, train: TrainConfig | None = None) -> None:
+        super().__init__(cfg, train if train is not None else TrainConfig())
         self.students = ModelPair(cfg, student=True)
         patch = self.students.vit.patch_size
         for flag in ("global_size", "local_size"):
@@ -45,23 +57,23 @@ class MOKD(nn.Module):
         self.teachers.requires_grad_(False)
         self.criterion = MOKDCriterion(cfg)
         self.ema = TeacherEMA(self.students, self.teachers, fused=cfg.fused_ema)
-        self._set_student_runner(self.students)
 
-    def _set_student_runner(self, runner: nn.Module) -> None:
-        # A plain attribute, not a submodule: a DDP wrapper shares the students' parameters and must
-        # not add "module." keys (or a second copy) to state_dict().
-        self.__dict__["_run_students"] = runner
+    @classmethod
+    def make_policy(cls, cfg: MOKDConfig, train: TrainConfig) -> MultiCropPolicy:
+        """DINO's multi-crop: two global views (blur 1.0; blur 0.1 + solarize 0.2), L local views."""
+        return MultiCropPolicy.mokd(cfg.global_size, cfg.local_size, train.global_crops_scale, train.local_crops_scale,
+                                    cfg.local_crops_number)
+
+    def trainable(self) -> nn.Module:
+        return self.students
 
     def distribute(self, device: torch.device, sync_bn: bool = True, static_graph: bool = True,
                    bucket_view: bool = True) -> None:
-        """Prepares the model for multi-process training (call once the process group is up).
+        """Wraps the students in one DDP (one gradient reduction for both models; keys unchanged).
 
-        The students are wrapped in one DDP (one gradient reduction for both models; state-dict keys
-        unchanged). With ``sync_bn`` on CUDA the CNN student and teacher use SyncBatchNorm, as official:
-        the teacher then normalises with the global batch's statistics too. SyncBatchNorm has no CPU
-        kernel, so on CPU (gloo) each rank keeps its own batch statistics. ``static_graph`` is valid
-        because every step gives every student parameter a gradient; ``bucket_view`` lets gradients
-        live in the all-reduce buckets.
+        With ``sync_bn`` on CUDA the CNN student and teacher use SyncBatchNorm, as official: the
+        teacher then normalises with the global batch's statistics too. On CPU (gloo) each rank keeps
+        its own batch statistics.
 
         Raises:
             ValueError: ``single_backward`` is off: one DDP reduces once per step, so the official two
@@ -71,15 +83,46 @@ class MOKD(nn.Module):
         if not self.cfg.single_backward:
             raise ValueError("single_backward=False (two backward passes) cannot run under DDP, which wraps both "
                              "students once; keep --single_backward True (same gradients, tested)")
-        if sync_bn and device.type == "cuda":
-            for pair in (self.students, self.teachers):
-                pair.cnn = nn.SyncBatchNorm.convert_sync_batchnorm(pair.cnn)
-            self.ema = TeacherEMA(self.students, self.teachers, fused=self.cfg.fused_ema)
-        ddp = nn.parallel.DistributedDataParallel(
-            self.students, device_ids=[device.index] if device.type == "cuda" else None,
-            static_graph=static_graph, gradient_as_bucket_view=bucket_view,
-        )
-        self._set_student_runner(ddp)
+        super().distribute(device, sync_bn, static_graph, bucket_view)
+
+    def convert_sync_batchnorm(self) -> nn.Module:
+        for pair in (self.students, self.teachers):
+            pair.cnn = nn.SyncBatchNorm.convert_sync_batchnorm(pair.cnn)
+        self.ema = TeacherEMA(self.students, self.teachers, fused=self.cfg.fused_ema)
+        return self.students
+
+    def compile_regions(self) -> None:
+        """Compiles each branch's student ``forward`` and teacher ``forward_teacher`` in place.
+
+        Regional: the backbones and heads (all the FLOPs) compile, the losses and EMA stay eager (they
+        are already fused). Shapes are static (``dynamic=False``): a student branch gets one graph per
+        crop group (global, local), a teacher one, and nothing recompiles afterwards. Parameter names
+        and state-dict keys do not change, so checkpoints are the same with or without compile.
+        """
+        for branch in (self.students.cnn, self.students.vit):
+            branch.compile(dynamic=False)
+        for branch in (self.teachers.cnn, self.teachers.vit):
+            branch.forward_teacher = torch.compile(branch.forward_teacher, dynamic=False)
+
+    def channels_last(self) -> None:
+        """The CNN student's and teacher's weights in channels-last memory (the ViTs keep theirs)."""
+        for pair in (self.students, self.teachers):
+            pair.cnn.to(memory_format=torch.channels_last)
+
+    def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
+        """The official CNN optimiser (with the T-head group on the ViT's schedules) and the ViT's AdamW."""
+        t = self.train_cfg
+        opt_cnn, opt_vit = build_optimizers(self.students, t.optimizer, fused=fused)
+        return {
+            "cnn": OptimizerSpec(opt_cnn, CNN_GROUP_SCHEDULES, dict(self.students.cnn.named_parameters()),
+                                 t.clip_grad_cnn, t.freeze_last_layer),
+            "vit": OptimizerSpec(opt_vit, VIT_GROUP_SCHEDULES, dict(self.students.vit.named_parameters()),
+                                 t.clip_grad_vit, t.freeze_last_layer),
+        }
+
+    def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
+        return Schedules.build(self.train_cfg, self.cfg.epochs, iters_per_epoch, world_size,
+                               self.cfg.momentum_teacher).arrays()
 
     def _groups(self, crops: Sequence[torch.Tensor] | MultiCropBatch) -> MultiCropBatch:
         if not isinstance(crops, MultiCropBatch) and len(crops) < 3:
@@ -107,7 +150,7 @@ class MOKD(nn.Module):
     ) -> tuple[StudentOutputs, TeacherOutputs]:
         """Student and teacher scores for one step, without losses."""
         batch = self._groups(crops)
-        students = self._run_students(batch.global_crops, batch.local_crops)
+        students = self.run_trainable()(batch.global_crops, batch.local_crops)
         with torch.no_grad():
             teachers = self.teachers.forward_teacher(batch.global_crops, students)
         return students, teachers
@@ -133,28 +176,51 @@ class MOKD(nn.Module):
         vit = terms["vit_self"] + terms["vit_thead"] + lam_t * (terms["vit_cross"] + terms["vit_search"])
         return cnn, vit
 
+    def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
+        terms = self.loss_terms(batch, info.epoch)
+        return Losses(terms, dict(zip(OPTIMIZER_NAMES, self.total_losses(terms))))
+
     def backward(
         self, terms: dict[str, torch.Tensor], scalers: tuple[GradScaler, GradScaler] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backpropagates both totals and returns them (unscaled).
+        """Backpropagates both totals and returns them (unscaled), as the engine's step does.
 
-        The two graphs share no parameter (everything one model learns from the other is detached),
-        so one pass over ``L_cnn + L_vit`` gives the gradients of the official two passes;
-        ``single_backward=False`` runs the two passes. With fp16 each total is scaled by its own
-        model's grad scaler first, as official; the sum still backpropagates each scale to its model only.
+        One pass over ``L_cnn + L_vit`` gives the gradients of the official two passes (the graphs
+        share no parameter); ``single_backward=False`` runs the two passes. With fp16 each total is
+        scaled by its own model's grad scaler first, as official.
         """
-        cnn, vit = self.total_losses(terms)
-        scaled_cnn, scaled_vit = (scalers[0].scale(cnn), scalers[1].scale(vit)) if scalers else (cnn, vit)
-        if self.cfg.single_backward:
-            (scaled_cnn + scaled_vit).backward()
-        else:
-            scaled_cnn.backward()
-            scaled_vit.backward()
-        return cnn, vit
+        totals = dict(zip(OPTIMIZER_NAMES, self.total_losses(terms)))
+        backward_totals(totals, dict(zip(OPTIMIZER_NAMES, scalers)) if scalers else None, self.cfg.single_backward)
+        return totals["cnn"], totals["vit"]
 
     def update_teachers(self, momentum: float) -> None:
         """EMA step of both teachers towards their students."""
         self.ema.update(momentum)
+
+    def after_step(self, info: StepInfo) -> None:
+        self.update_teachers(info.values["momentum"])
+
+    def log_values(self, epoch: int) -> dict[str, float]:
+        """The teacher temperatures of the two self-distillation terms this epoch."""
+        temps = self.criterion.temps[epoch]
+        return {"teacher_temp_cnn": temps[CENTERED_TERMS.index("cnn_self")].item(),
+                "teacher_temp_vit": temps[CENTERED_TERMS.index("vit_self")].item()}
+
+    def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:
+        """The teachers' backbones, as the official evaluations read them."""
+        return {"cnn": (self.teachers.cnn.backbone, "cnn"), "vit": (self.teachers.vit.backbone, "vit")}
+
+    def describe(self) -> str:
+        n_cnn = sum(p.numel() for p in self.students.cnn.parameters())
+        n_vit = sum(p.numel() for p in self.students.vit.parameters())
+        return f"MOKD {self.cfg.arch_cnn} ({n_cnn / 1e6:.1f}M) + {self.cfg.arch_vit} ({n_vit / 1e6:.1f}M)"
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """The official layout (models, architectures, centers), so the official tools read it."""
+        return export_official(self)
+
+    def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
+        return load_official(self, ckpt)
 
     def load_official_checkpoint(self, source: str | os.PathLike | dict) -> dict:
         """Loads a checkpoint written by the official ``main_mokd.py``; see ``checkpoint.load_official``."""

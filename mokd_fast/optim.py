@@ -79,27 +79,42 @@ class LARS(torch.optim.Optimizer):
             torch._foreach_add_(params, bufs, alpha=-group["lr"])
 
 
+def make_optimizer(kind: str, groups: list[dict], fused: bool = True) -> torch.optim.Optimizer:
+    """A torch optimiser of ``kind`` (adamw, adam, sgd with momentum 0.9, lars) over ``groups``.
+
+    ``fused`` picks torch's fused Adam/AdamW (one kernel for all parameters, CPU and CUDA) and fused
+    SGD on CUDA (foreach on CPU); False runs torch's per-parameter loops. LARS is always our foreach
+    form. Learning rates are placeholders until the engine's schedules set them each step.
+
+    Raises:
+        ValueError: Unknown ``kind``.
+    """
+    cuda = any(p.is_cuda for g in groups for p in g["params"])
+    adam = {"fused": True} if fused else {"foreach": False, "fused": False}
+    sgd = ({"fused": True} if cuda else {"foreach": True}) if fused else {"foreach": False, "fused": False}
+    if kind == "adamw":
+        return torch.optim.AdamW(groups, **adam)
+    if kind == "adam":
+        return torch.optim.Adam(groups, **adam)
+    if kind == "sgd":
+        return torch.optim.SGD(groups, lr=0.0, momentum=0.9, **sgd)
+    if kind == "lars":
+        return LARS(groups)
+    raise ValueError(f"unknown optimizer {kind!r}; choose adamw, adam, sgd or lars")
+
+
 def build_optimizers(students: nn.Module, optimizer: str,
                      fused: bool = True) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
-    """The CNN optimiser (``optimizer``) and the ViT's AdamW, on the official parameter groups.
-
-    Learning rates and weight decays are placeholders until ``Schedules.apply`` sets them each step.
-    ``fused`` picks torch's fused AdamW (one kernel for all parameters, CPU and CUDA) and fused SGD
-    on CUDA (foreach on CPU); False runs torch's per-parameter loops. LARS is always our foreach form.
-    """
-    cuda = next(students.parameters()).is_cuda
-    adamw = {"fused": True} if fused else {"foreach": False, "fused": False}
-    sgd = ({"fused": True} if cuda else {"foreach": True}) if fused else {"foreach": False, "fused": False}
-    cnn_groups = param_groups(students.cnn, separate="transhead")
-    if optimizer == "adamw":
-        opt_cnn = torch.optim.AdamW(cnn_groups, **adamw)
-    elif optimizer == "sgd":
-        opt_cnn = torch.optim.SGD(cnn_groups, lr=0.0, momentum=0.9, **sgd)
-    elif optimizer == "lars":
-        opt_cnn = LARS(cnn_groups)
-    else:
+    """The CNN optimiser (``optimizer``: adamw, sgd or lars) and the ViT's AdamW, on the official groups."""
+    if optimizer not in ("adamw", "sgd", "lars"):
         raise ValueError(f"unknown optimizer {optimizer!r}; choose adamw, sgd or lars")
-    return opt_cnn, torch.optim.AdamW(param_groups(students.vit), **adamw)
+    opt_cnn = make_optimizer(optimizer, param_groups(students.cnn, separate="transhead"), fused)
+    return opt_cnn, make_optimizer("adamw", param_groups(students.vit), fused)
+
+
+# The official groups' schedules: (learning-rate array, weight-decay array or None for "keep 0").
+CNN_GROUP_SCHEDULES = [("lr_cnn", "wd_cnn"), ("lr_cnn", None), ("lr_vit", "wd_vit")]  # weights, biases, T-head
+VIT_GROUP_SCHEDULES = [("lr_vit", "wd_vit"), ("lr_vit", None)]  # weights, biases
 
 
 @dataclass
@@ -125,19 +140,9 @@ class Schedules:
             momentum=cosine_schedule(momentum_teacher, 1.0, epochs, iters_per_epoch),
         )
 
-    def apply(self, step: int, opt_cnn: torch.optim.Optimizer, opt_vit: torch.optim.Optimizer) -> None:
-        """Sets this step's learning rates and weight decays on the official groups."""
-        decayed, undecayed, transhead = opt_cnn.param_groups
-        decayed.update(lr=self.lr_cnn[step], weight_decay=self.wd_cnn[step])
-        undecayed.update(lr=self.lr_cnn[step])
-        transhead.update(lr=self.lr_vit[step], weight_decay=self.wd_vit[step])
-        vit_decayed, vit_undecayed = opt_vit.param_groups
-        vit_decayed.update(lr=self.lr_vit[step], weight_decay=self.wd_vit[step])
-        vit_undecayed.update(lr=self.lr_vit[step])
-
-    def values(self, step: int) -> dict[str, float]:
-        """This step's values, for the log."""
-        return {name: float(getattr(self, name)[step]) for name in ("lr_cnn", "wd_cnn", "lr_vit", "wd_vit", "momentum")}
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays by name, in log order; ``CNN_GROUP_SCHEDULES``/``VIT_GROUP_SCHEDULES`` name them."""
+        return {name: getattr(self, name) for name in ("lr_cnn", "wd_cnn", "lr_vit", "wd_vit", "momentum")}
 
 
 def clip_per_parameter(params: list[nn.Parameter], clip: float, fused: bool = True) -> None:

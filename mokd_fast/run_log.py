@@ -106,10 +106,9 @@ class RunLog:
         if not self.enabled:
             return
         self._append(record)
-        self.bar.set_postfix(
-            epoch=record["epoch"], L_cnn=f"{record['loss_cnn']:.3f}", L_vit=f"{record['loss_vit']:.3f}",
-            samples_s=f"{record['samples_per_s']:.1f}", data_wait=f"{record['data_wait']:.0%}",
-        )
+        totals = {f"L_{k.removeprefix('loss_')}": f"{v:.3f}" for k, v in record.items() if k.startswith("loss_")}
+        self.bar.set_postfix(epoch=record["epoch"], **totals, samples_s=f"{record['samples_per_s']:.1f}",
+                             data_wait=f"{record['data_wait']:.0%}")
 
     def evaluated(self, record: dict[str, Any]) -> None:
         """An evaluation's log.jsonl line and TensorBoard scalars, announced above the bar."""

@@ -1,26 +1,30 @@
 """Timing of the training step (``tools/benchmark.py --mode step|e2e``): throughput, latency, memory, MFU.
 
-The step timed is ``step.TrainStep``, the one ``train.py`` runs. ``with_switches(baseline=True)``
-turns every speed switch off, which executes the step the way the official code does: two backward
-passes, the per-parameter EMA loop, the per-pair loss loops, the per-parameter clip loop and
-optimisers, no compile, NCHW, and fp16 with two grad scalers on CUDA (fp32 on CPU).
+The step timed is ``step.TrainStep``, the one ``train.py`` runs, for any method. ``with_switches(baseline=True)``
+turns every speed switch the method has off, which executes the step the way the official code
+does. MOKD: two backward passes, the per-parameter EMA loop, the per-pair loss loops, the
+per-parameter clip loop and optimisers, no compile, NCHW, and fp16 with two grad scalers on CUDA
+(fp32 on CPU). DoGo: two backward passes, per-parameter Adam loops, no compile, NCHW, fp32.
 """
 
 import statistics
 import time
 from collections.abc import Iterator
 from dataclasses import replace
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mokd_fast.config import MOKDConfig
 from mokd_fast.distributed import DistContext
+from mokd_fast.methods import entry_for_config
+from mokd_fast.run_config import RunConfig
 from mokd_fast.step import StepSwitches, TrainStep
-from mokd_fast.train_config import TrainConfig
 from pipelines.batch import MultiCropBatch
+from pipelines.policy import MultiCropPolicy
 
-# Switch name -> (config it lives in, value when off). "precision" off means fp32.
+# Switch name -> (config it lives in, value when off). "precision" off means fp32. A method has the
+# method-config switches it declares (MOKD all three, DoGo single_backward).
 SWITCHES = {
     "compile": ("train", False),
     "channels_last": ("train", False),
@@ -33,48 +37,56 @@ SWITCHES = {
 }
 
 
-def switches_on(method: MOKDConfig, cfg: TrainConfig, device: torch.device) -> set[str]:
+# The precision the official code of each method trains in on CUDA (MOKD's recipe: --use_fp16 True).
+OFFICIAL_CUDA_PRECISION = {"mokd": "fp16", "dogo": "fp32"}
+
+
+def switches_on(method: Any, cfg: RunConfig, device: torch.device) -> set[str]:
     """The switches on for this device under these configs (``auto`` resolved)."""
     resolved = StepSwitches.resolve(cfg, device)
     on = {name for name in ("compile", "channels_last", "fused_optim") if getattr(resolved, name)}
-    on |= {name for name in ("fused_loss", "fused_ema", "single_backward") if getattr(method, name)}
+    on |= {name for name in ("fused_loss", "fused_ema", "single_backward") if getattr(method, name, False)}
     on |= {"fused_clip"} if cfg.fused_clip else set()
     return on | ({"precision"} if resolved.precision != "fp32" else set())
 
 
-def with_switches(method: MOKDConfig, cfg: TrainConfig, off: set[str], device: torch.device,
-                  baseline: bool = False) -> tuple[MOKDConfig, TrainConfig]:
-    """The configs with the ``off`` switches off; ``baseline`` turns all off, fp16 on CUDA as official."""
+def with_switches(method: Any, cfg: RunConfig, off: set[str], device: torch.device,
+                  baseline: bool = False) -> tuple[Any, RunConfig]:
+    """The configs with the ``off`` switches off; ``baseline`` turns all off, in the official precision."""
     method_changes, train_changes = {}, {}
     for name in (set(SWITCHES) if baseline else off):
         where, value = SWITCHES[name]
+        if where == "method" and not hasattr(method, name):
+            continue
         (method_changes if where == "method" else train_changes)[name] = value
     if baseline and device.type == "cuda":
-        train_changes["precision"] = "fp16"
+        train_changes["precision"] = OFFICIAL_CUDA_PRECISION[entry_for_config(method)[0]]
     return replace(method, **method_changes), replace(cfg, **train_changes)
 
 
-def synthetic_batches(method: MOKDConfig, batch: int, device: torch.device) -> Iterator[MultiCropBatch]:
-    """The same normalised random batch forever, already on the device (the step alone)."""
+def synthetic_batches(policy: MultiCropPolicy, batch: int, device: torch.device) -> Iterator[MultiCropBatch]:
+    """The same normalised random batch of ``policy``'s views forever, already on the device (the step alone)."""
     gen = torch.Generator().manual_seed(0)
-    g = torch.randn(2 * batch, 3, method.global_size, method.global_size, generator=gen).to(device)
-    loc = torch.randn(method.local_crops_number * batch, 3, method.local_size, method.local_size, generator=gen).to(device)
+    size, n_local = policy.global_views[0].size, policy.local_crops_number
+    g = torch.randn(policy.n_global * batch, 3, size, size, generator=gen).to(device)
+    loc = (torch.randn(n_local * batch, 3, policy.local_view.size, policy.local_view.size, generator=gen).to(device)
+           if n_local else None)
     while True:
-        yield MultiCropBatch(g, loc, None)
+        yield MultiCropBatch(g, loc, None, policy.n_global)
 
 
 def flops_per_sample(step: TrainStep, batch: MultiCropBatch) -> float:
     """Forward + backward FLOPs of one step per image, counted by ``torch.utils.flop_counter`` (eager).
 
-    Counts matmuls, convolutions and attention of both students and the no-grad teachers; the
+    Counts matmuls, convolutions and attention of the trained models and any no-grad ones; the
     element-wise work (norms, softmax, EMA, optimiser) is left out, as MFU conventionally does.
     """
     counter = FlopCounterMode(display=False)
     with counter:
-        step.forward_backward(batch, epoch=0)
-    for opt in step.optimizers:
+        step.forward_backward(batch, step.info(0, 0))
+    for opt in step.optimizers.values():
         opt.zero_grad(set_to_none=True)
-    return counter.get_total_flops() / (batch.global_crops.shape[0] // 2)
+    return counter.get_total_flops() / batch.batch_size
 
 
 def matmul_peak_flops(device: torch.device, dtype: torch.dtype | None = None) -> float:
@@ -125,7 +137,7 @@ def time_steps(step: TrainStep, batches: Iterator[MultiCropBatch], steps: int, w
             "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None}
 
 
-def bench_step(method: MOKDConfig, cfg: TrainConfig, ctx: DistContext, batches: Iterator[MultiCropBatch],
+def bench_step(method: Any, cfg: RunConfig, ctx: DistContext, batches: Iterator[MultiCropBatch],
                steps: int, warmup: int) -> dict:
     """One configuration: builds its step and times it."""
     torch.manual_seed(cfg.seed)
@@ -133,10 +145,10 @@ def bench_step(method: MOKDConfig, cfg: TrainConfig, ctx: DistContext, batches: 
     timing = time_steps(step, batches, steps, warmup)
     rate = steps * cfg.batch_size_per_gpu / timing["seconds"]
     return {"switches": vars(step.switches), "samples_per_s": round(rate, 2),
-            "crops_per_s": round(rate * (2 + method.local_crops_number), 1), **timing}
+            "crops_per_s": round(rate * len(step.model.policy.views()), 1), **timing}
 
 
-def count_flops(method: MOKDConfig, cfg: TrainConfig, ctx: DistContext, batch: MultiCropBatch) -> float:
+def count_flops(method: Any, cfg: RunConfig, ctx: DistContext, batch: MultiCropBatch) -> float:
     """FLOPs per image of one step, on an eager copy of the step (the counter sees through no graph)."""
     torch.manual_seed(cfg.seed)
     step = TrainStep(method, replace(cfg, compile=False), ctx, iters_per_epoch=1)

@@ -1,9 +1,11 @@
-"""Training checkpoints: the official layout plus what an exact resume needs, written atomically.
+"""Training checkpoints of any method: its entries plus what an exact resume needs, written atomically.
 
-On top of the official keys (four models, two optimisers, ``epoch``, architectures, six centers,
-fp16 scalers) a checkpoint carries ``mokd_fast``: the global step, the data position (epoch and batch
-within it), the iterations per epoch the schedules were built for, every rank's RNG states and the
-resolved config. ``epoch`` keeps the official meaning: the epoch a resumed run starts in.
+A checkpoint holds the method's entries (``Method.checkpoint_state``: MOKD's official layout of four
+models, architectures and six centers; ``model`` for other methods), ``optimizer_<name>`` and, with
+fp16, ``fp16_scaler_<name>`` per optimiser (MOKD's ``cnn``/``vit`` give the official keys), ``epoch``
+and ``mokd_fast``: the global step, the data position (epoch and batch within it), the iterations per
+epoch the schedules were built for, every rank's RNG states and the resolved config (with the
+method's name). ``epoch`` keeps the official meaning: the epoch a resumed run starts in.
 """
 
 import os
@@ -16,13 +18,14 @@ import torch
 from torch.amp import GradScaler
 
 from mokd_fast.errors import UsageError
-from mokd_fast.mokd import MOKD
+from mokd_fast.methods.base import Method
 
 FORMAT_VERSION = 1
 # Settings that may change between a run and its resumption without changing what it computes.
 RESUME_FREE_SETTINGS = frozenset({
     "output_dir", "data_path", "num_workers", "max_steps", "log_every", "ckpt_every_steps", "saveckp_freq",
-    "resume", "device", "tensorboard", "dist_url", "pipeline", "crop_resampler", "fused_loss", "fused_ema", "single_backward", "fused_clip",
+    "resume", "device", "tensorboard", "dist_url", "pipeline", "crop_resampler", "fused_loss", "fused_ema",
+    "single_backward", "fused_clip",
     "compile", "channels_last", "fused_optim", "ddp_static_graph", "ddp_bucket_view",
     "knn_every", "knn_data", "knn_k", "knn_input_size",
 })
@@ -67,9 +70,9 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def build_checkpoint(
-    model: MOKD,
-    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
-    scalers: tuple[GradScaler, GradScaler] | None,
+    model: Method,
+    optimizers: dict[str, torch.optim.Optimizer],
+    scalers: dict[str, GradScaler] | None,
     step: int,
     iters_per_epoch: int,
     rng_states: list[dict[str, Any]],
@@ -77,11 +80,11 @@ def build_checkpoint(
 ) -> dict[str, Any]:
     """The checkpoint dict after ``step`` completed steps."""
     epoch, batch = divmod(step, iters_per_epoch)
-    ckpt = model.official_state_dict(
-        epoch=epoch, optimizer_cnn=optimizers[0].state_dict(), optimizer_vit=optimizers[1].state_dict()
-    )
+    ckpt = model.checkpoint_state()
+    ckpt["epoch"] = epoch
+    ckpt.update({f"optimizer_{name}": opt.state_dict() for name, opt in optimizers.items()})
     if scalers is not None:
-        ckpt["fp16_scaler_cnn"], ckpt["fp16_scaler_vit"] = scalers[0].state_dict(), scalers[1].state_dict()
+        ckpt.update({f"fp16_scaler_{name}": scaler.state_dict() for name, scaler in scalers.items()})
     ckpt["mokd_fast"] = {
         "version": FORMAT_VERSION,
         "step": step,
@@ -100,7 +103,7 @@ def check_resumable(ours: dict[str, Any], path: Path, config: dict[str, Any], it
     Raises:
         UsageError: Names each differing setting, or the differing iterations per epoch.
     """
-    saved = ours["config"]
+    saved = {"method": "mokd", **ours["config"]}  # written before there were other methods
     differ = sorted(k for k in config.keys() | saved.keys()
                     if k not in RESUME_FREE_SETTINGS and config.get(k) != saved.get(k))
     if differ:
@@ -117,9 +120,9 @@ def check_resumable(ours: dict[str, Any], path: Path, config: dict[str, Any], it
 
 def load_checkpoint(
     path: Path,
-    model: MOKD,
-    optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
-    scalers: tuple[GradScaler, GradScaler] | None,
+    model: Method,
+    optimizers: dict[str, torch.optim.Optimizer],
+    scalers: dict[str, GradScaler] | None,
     config: dict[str, Any],
     iters_per_epoch: int,
 ) -> tuple[int, list[dict[str, Any]] | None]:
@@ -141,16 +144,15 @@ def load_checkpoint(
     if ours is not None:
         check_resumable(ours, path, config, iters_per_epoch)
     try:
-        rest = model.load_official_checkpoint(ckpt)
-        for key, opt in zip(("optimizer_cnn", "optimizer_vit"), optimizers):
-            if key in rest:
-                opt.load_state_dict(rest[key])
+        rest = model.load_checkpoint_state(ckpt)
+        for name, opt in optimizers.items():
+            if f"optimizer_{name}" in rest:
+                opt.load_state_dict(rest[f"optimizer_{name}"])
     except ValueError as err:
         raise UsageError(f"--resume {path}: {err}") from err
-    if scalers is not None:
-        for key, scaler in zip(("fp16_scaler_cnn", "fp16_scaler_vit"), scalers):
-            if key in rest:
-                scaler.load_state_dict(rest[key])
+    for name, scaler in (scalers or {}).items():
+        if f"fp16_scaler_{name}" in rest:
+            scaler.load_state_dict(rest[f"fp16_scaler_{name}"])
     if ours is None:
         return int(rest.get("epoch", 0)) * iters_per_epoch, None
     return int(ours["step"]), ours["rng"]

@@ -118,6 +118,11 @@ class MultiCropPolicy:
         """Number of global views (the first ``n_global`` views of every image)."""
         return len(self.global_views)
 
+    def summary(self) -> str:
+        """``"2x224 + 8x96"``: views times side, per group (for the run's first line)."""
+        text = f"{self.n_global}x{self.global_views[0].size}"
+        return text + (f" + {self.local_crops_number}x{self.local_view.size}" if self.local_crops_number else "")
+
     def views(self) -> list[ViewPolicy]:
         """Policies in view order: the global views, then each local view."""
         return [*self.global_views, *[self.local_view] * self.local_crops_number]

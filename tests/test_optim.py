@@ -10,12 +10,15 @@ from torch.amp import GradScaler
 
 from mokd_fast import MOKD
 from mokd_fast.optim import (
+    CNN_GROUP_SCHEDULES,
     LARS,
+    VIT_GROUP_SCHEDULES,
     Schedules,
     build_optimizers,
     clip_per_parameter,
     drop_last_layer_grads,
 )
+from mokd_fast.schedules import StepSchedules
 from mokd_fast.train_config import TrainConfig
 from tests.conftest import random_crops, small_config
 
@@ -70,7 +73,8 @@ def test_parameter_groups_and_their_schedules_follow_the_official_code():
     assert isinstance(opt_vit, torch.optim.AdamW)
 
     s = Schedules.build(TrainConfig(warmup_epochs=1), 3, 5, 1, 0.996)
-    s.apply(7, opt_cnn, opt_vit)
+    StepSchedules(s.arrays()).apply(7, [(opt_cnn.param_groups, CNN_GROUP_SCHEDULES),
+                                        (opt_vit.param_groups, VIT_GROUP_SCHEDULES)])
     got = [(g["lr"], g["weight_decay"]) for g in opt_cnn.param_groups + opt_vit.param_groups]
     assert got == [(s.lr_cnn[7], s.wd_cnn[7]), (s.lr_cnn[7], 0.0), (s.lr_vit[7], s.wd_vit[7]),
                    (s.lr_vit[7], s.wd_vit[7]), (s.lr_vit[7], 0.0)]

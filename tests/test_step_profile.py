@@ -41,7 +41,7 @@ def test_profile_of_the_step_names_every_region() -> None:
     cfg = small_config(out_dim=128)
     train = TrainConfig(batch_size_per_gpu=2, device="cpu")
     step = TrainStep(cfg, train, CPU, iters_per_epoch=4)
-    record = profile_step(step, synthetic_batches(cfg, 2, CPU.device), steps=1, warmup=1)
+    record = profile_step(step, synthetic_batches(step.model.policy, 2, CPU.device), steps=1, warmup=1)
     regions = {r["region"]: r["ms_per_step"] for r in record["regions"]}
     for name in ("cnn_student/backbone", "cnn_student/dino_head", "cnn_student/thead", "vit_student/backbone",
                  "cnn_teacher/backbone", "cnn_teacher/search", "vit_teacher/search", "losses", "optimizer", "ema",
@@ -55,7 +55,7 @@ def test_profile_of_the_step_names_every_region() -> None:
 def test_parts_run_the_pieces_they_name_and_sum_to_the_bound() -> None:
     cfg = small_config(out_dim=128)
     train = TrainConfig(batch_size_per_gpu=2, device="cpu")
-    batch = next(synthetic_batches(cfg, 2, CPU.device))
+    batch = next(synthetic_batches(MOKD.make_policy(cfg, train), 2, CPU.device))
     model = MOKD(cfg)
     parts = part_functions(cfg, train, CPU.device, batch, model)
 

@@ -215,21 +215,35 @@ def _machine(device) -> dict:
 
 
 def _train_setup(args: argparse.Namespace):
-    """The method and training configs, the process context and the device of a step/e2e/profile run."""
+    """The method and training configs, the process context, the device and the views of a step/e2e/profile run."""
     import torch
 
-    from mokd_fast.config import MOKDConfig
     from mokd_fast.distributed import DistContext
-    from mokd_fast.train_config import TrainConfig
+    from mokd_fast.methods import METHODS
 
     device = torch.device(args.device)
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
-    method = MOKDConfig(arch_cnn=args.arch_cnn, arch_vit=args.arch_vit, out_dim=args.out_dim,
-                        global_size=args.global_size, local_size=args.local_size, input_size=args.global_size,
-                        local_crops_number=args.local_crops_number)
-    cfg = TrainConfig(batch_size_per_gpu=args.batch_size_per_gpu, optimizer=args.optimizer, device=device.type,
-                      num_workers=args.num_workers)
-    return method, cfg, ctx, device
+    method_cls, train_cls = METHODS[args.method].config_classes()
+    common = {"batch_size_per_gpu": args.batch_size_per_gpu, "device": device.type, "num_workers": args.num_workers}
+    if args.method == "mokd":
+        method = method_cls(arch_cnn=args.arch_cnn, arch_vit=args.arch_vit, out_dim=args.out_dim,
+                            global_size=args.global_size, local_size=args.local_size, input_size=args.global_size,
+                            local_crops_number=args.local_crops_number)
+        cfg = train_cls(optimizer=args.optimizer, global_crops_scale=(0.25, 1.0), local_crops_scale=(0.05, 0.25),
+                        **common)
+    else:
+        method = method_cls(arch_1=args.arch_1, arch_2=args.arch_2, image_size=args.global_size)
+        cfg = train_cls(**common)
+    policy = METHODS[args.method].method_class().make_policy(method, cfg)
+    return method, cfg, ctx, device, policy
+
+
+def _train_figures(args: argparse.Namespace, policy) -> dict:
+    """The record's description of the trained models and views."""
+    models = ({"arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim}
+              if args.method == "mokd" else {"arch_1": args.arch_1, "arch_2": args.arch_2})
+    return {"method": args.method, **models, "batch_size_per_gpu": args.batch_size_per_gpu,
+            "views": policy.summary()}
 
 
 def bench_train(args: argparse.Namespace) -> dict:
@@ -245,18 +259,16 @@ def bench_train(args: argparse.Namespace) -> dict:
         with_switches,
     )
     from mokd_fast.step_parts import time_parts
-    from pipelines import PIPELINES, MultiCropPolicy, resolve_pipeline
+    from pipelines import PIPELINES, resolve_pipeline
 
-    method, cfg, ctx, device = _train_setup(args)
+    method, cfg, ctx, device, policy = _train_setup(args)
     pipeline = "synthetic"
     if args.mode == "e2e":
         pipeline, data = resolve_pipeline(args.pipeline, args.data, device)
 
     def batches(train_cfg):
         if args.mode == "step":
-            return synthetic_batches(method, args.batch_size_per_gpu, device)
-        policy = MultiCropPolicy.mokd(method.global_size, method.local_size, (0.25, 1.0), (0.05, 0.25),
-                                      method.local_crops_number)
+            return synthetic_batches(policy, args.batch_size_per_gpu, device)
         pipe = PIPELINES[pipeline](data, policy, args.batch_size_per_gpu, 1, 0, 0, args.num_workers, device,
                                    channels_last=StepSwitches.resolve(train_cfg, device).channels_last)
         return (b for epoch in range(10**6) for b in pipe.epoch(epoch))
@@ -269,8 +281,8 @@ def bench_train(args: argparse.Namespace) -> dict:
         variants += [(f"-{n}", {n}, False) for n in SWITCHES if n in on_here]
         # Switches off by default on this device are timed turned on, the evidence for the default.
         variants += [(f"+{n}", {n}, False) for n in ("compile", "channels_last") if n not in on_here]
-    figures = {"pipeline": pipeline, **_machine(device), "arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit,
-               "out_dim": args.out_dim, "optimizer": args.optimizer, "batch_size_per_gpu": args.batch_size_per_gpu,
+    figures = {"pipeline": pipeline, **_machine(device), **_train_figures(args, policy),
+               "optimizer": args.optimizer if args.method == "mokd" else cfg.optimizer,
                "global_size": args.global_size, "local_size": args.local_size,
                "local_crops_number": args.local_crops_number, "steps": args.steps, "warmup": args.warmup, "runs": []}
     runs = figures["runs"]
@@ -284,13 +296,13 @@ def bench_train(args: argparse.Namespace) -> dict:
         print(json.dumps({k: run[k] for k in ("variant", "samples_per_s", "step_ms_median", "data_wait")}), flush=True)
         _save(args, figures)
     if args.parts:
-        one = next(synthetic_batches(method, args.batch_size_per_gpu, device))
+        one = next(synthetic_batches(policy, args.batch_size_per_gpu, device))
         figures["parts"] = time_parts(method, cfg, device, one, args.steps, args.warmup)
         figures["ours_over_bound"] = round(runs[0]["samples_per_s"] / figures["parts"]["bound_samples_per_s"], 3)
         print(json.dumps({"parts": figures["parts"], "ours_over_bound": figures["ours_over_bound"]}), flush=True)
         _save(args, figures)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_peak_flops(device)
-    flops = count_flops(method, cfg, ctx, next(synthetic_batches(method, args.batch_size_per_gpu, device)))
+    flops = count_flops(method, cfg, ctx, next(synthetic_batches(policy, args.batch_size_per_gpu, device)))
     for run in runs:
         run["mfu"] = round(flops * run["samples_per_s"] / peak, 4)
     figures.update(flops_per_sample=round(flops), peak_flops=round(peak),
@@ -304,9 +316,9 @@ def bench_profile(args: argparse.Namespace) -> dict:
     from mokd_fast.step_bench import synthetic_batches
     from mokd_fast.step_profile import markdown, profile_step
 
-    method, cfg, ctx, device = _train_setup(args)
+    method, cfg, ctx, device, policy = _train_setup(args)
     step = TrainStep(method, cfg, ctx, iters_per_epoch=args.warmup + args.steps)
-    record = profile_step(step, synthetic_batches(method, args.batch_size_per_gpu, device), args.steps, args.warmup,
+    record = profile_step(step, synthetic_batches(policy, args.batch_size_per_gpu, device), args.steps, args.warmup,
                           trace_path=str(args.trace) if args.trace else None)
     print(markdown(record), flush=True)
     return {**_machine(device), "arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim,
@@ -374,9 +386,13 @@ def main(argv: list[str] | None = None) -> int:
                       help="ffcv, nvjpeg: run the photometric ops on the whole batch under masks (the compile-friendly form)")
     train = parser.add_argument_group("--mode step / e2e / profile (also --batch_size_per_gpu, crops, --steps, "
                                       "--warmup, --data)")
+    train.add_argument("--method", default="mokd", choices=["mokd", "dogo"],
+                       help="the method whose step is timed (dogo: --arch_1/--arch_2 peers on --global_size views)")
     train.add_argument("--arch_cnn", default="resnet50")
     train.add_argument("--arch_vit", default="vit_small")
     train.add_argument("--out_dim", type=int, default=65536)
+    train.add_argument("--arch_1", default="resnet18", help="dogo: peer 1's encoder (SimCLR head)")
+    train.add_argument("--arch_2", default="resnet18", help="dogo: peer 2's encoder (SimSiam head)")
     train.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw", "lars"], help="the CNN's optimiser")
     train.add_argument("--baseline", action="store_true",
                        help="also time the official execution (every switch off, fp16 with scalers on CUDA)")
@@ -405,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali, nvjpeg or auto")
     if args.parts and args.mode != "step":
         parser.error("--parts belongs to --mode step (the bound is of the step alone)")
+    if args.method != "mokd" and (args.parts or args.mode == "profile"):
+        parser.error("--parts and --mode profile break down MOKD's step (students, teachers, heads); "
+                     f"for --method {args.method} use --mode step or e2e")
     modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn,
              "profile": bench_profile}
     figures = modes[args.mode](args)

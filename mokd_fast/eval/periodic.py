@@ -1,4 +1,4 @@
-"""k-NN of both teachers during pre-training (``train.py --knn_every EPOCHS --knn_data PATH``)."""
+"""k-NN of a method's eval backbones during pre-training (``train.py --knn_every EPOCHS --knn_data PATH``)."""
 
 from typing import TYPE_CHECKING, Any
 
@@ -12,13 +12,15 @@ from mokd_fast.eval.knn import knn_classify
 from mokd_fast.eval.weights import LoadedBackbone
 
 if TYPE_CHECKING:
-    from mokd_fast.mokd import MOKD
+    from mokd_fast.methods.base import Method
 
 TEMPERATURE = 0.07  # DINO's voting temperature
 
 
 class PeriodicKNN:
-    """Weighted k-NN (CNN pooled feature, ViT CLS token) of the two teachers on a labelled dataset.
+    """Weighted k-NN (CNN pooled feature, ViT CLS token) of each eval backbone on a labelled dataset.
+
+    MOKD's eval backbones are its two teachers; DoGo's are its peers' encoders.
 
     The splits are opened when the run starts, so a bad ``--knn_data`` fails before any training.
 
@@ -45,16 +47,14 @@ class PeriodicKNN:
         """Whether the epoch that just ended is one to evaluate after."""
         return (finished_epoch + 1) % self.every == 0
 
-    def __call__(self, model: "MOKD") -> dict[str, Any]:
-        """``{knn_cnn_top1, knn_cnn_top5, knn_vit_top1, knn_vit_top5}`` on rank 0, ``{}`` elsewhere.
+    def __call__(self, model: "Method") -> dict[str, Any]:
+        """``{knn_<name>_top1, knn_<name>_top5}`` per eval backbone (MOKD: cnn, vit) on rank 0, ``{}`` elsewhere.
 
-        Each teacher runs in eval mode (BatchNorm running statistics, as the evaluation tools) and
+        Each backbone runs in eval mode (BatchNorm running statistics, as the evaluation tools) and
         goes back to the mode it was in.
         """
         out: dict[str, Any] = {}
-        for name, branch in (("cnn", model.teachers.cnn), ("vit", model.teachers.vit)):
-            backbone = branch.backbone
-            kind = "vit" if hasattr(backbone, "patch_embed") else "cnn"
+        for name, (backbone, kind) in model.eval_backbones().items():
             net = FeatureNet(LoadedBackbone(backbone, name, kind, 0, None), knn=True)
             was_training = backbone.training
             backbone.eval()

@@ -22,15 +22,16 @@ def _own(kind: str, out: dict[str, torch.Tensor]) -> torch.Tensor:
     return out["p"] if kind == "simsiam" else out["z"]
 
 
-def _ssl(kind: str, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], global_batch: bool) -> torch.Tensor:
+def _ssl(kind: str, x: dict[str, torch.Tensor], y: dict[str, torch.Tensor], temperature: float,
+         global_batch: bool) -> torch.Tensor:
     if kind == "simclr":
-        return nt_xent(x["z"], y["z"], global_batch=global_batch)
+        return nt_xent(x["z"], y["z"], temperature, global_batch=global_batch)
     return simsiam_loss(x["p"], y["p"], x["z"], y["z"])
 
 
 def dogo_objective(kinds: tuple[str, str], outputs: tuple[tuple[dict, dict], tuple[dict, dict]],
                    kl_weights: tuple[float, float] = OFFICIAL_KL_WEIGHTS, kl_temperature: float = 0.1,
-                   global_batch: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+                   global_batch: bool = False, ntxent_temperature: float = 0.5) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Named terms and the two totals of one DoGo step.
 
     Args:
@@ -40,6 +41,7 @@ def dogo_objective(kinds: tuple[str, str], outputs: tuple[tuple[dict, dict], tup
         kl_weights: Weights of peer 1's and peer 2's KL terms (official 100 and 1).
         kl_temperature: The similarity temperature (official ``KL_temperature``: 0.1).
         global_batch: Under DDP, NT-Xent and the KL over the whole batch (see ``losses``).
+        ntxent_temperature: A SimCLR peer's NT-Xent temperature (official: 0.5, hard-coded).
 
     Returns:
         ``terms`` (``ssl_1, kl_1, ssl_2, kl_2``) and ``totals`` (``peer_1, peer_2``), fp32 scalars.
@@ -51,10 +53,10 @@ def dogo_objective(kinds: tuple[str, str], outputs: tuple[tuple[dict, dict], tup
         return out["z"] if both_simsiam else _own(kind, out)
 
     terms = {
-        "ssl_1": _ssl(kinds[0], x1, y1, global_batch),
+        "ssl_1": _ssl(kinds[0], x1, y1, ntxent_temperature, global_batch),
         "kl_1": similarity_kl(_own(kinds[0], x1), _own(kinds[0], y1), target(kinds[1], x2), target(kinds[1], y2),
                               kl_temperature, global_batch),
-        "ssl_2": _ssl(kinds[1], x2, y2, global_batch),
+        "ssl_2": _ssl(kinds[1], x2, y2, ntxent_temperature, global_batch),
         "kl_2": similarity_kl(_own(kinds[1], x2), _own(kinds[1], y2), target(kinds[0], x1), target(kinds[0], y1),
                               kl_temperature, global_batch),
     }

@@ -1,0 +1,115 @@
+"""DoGo as an engine method: two peers, each on its own two views, one Adam each, no teacher."""
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.dogo.config import DoGoConfig, DoGoTrainConfig
+from mokd_fast.methods.dogo.models import Encoder, Peer
+from mokd_fast.methods.dogo.objective import dogo_objective
+from mokd_fast.methods.dogo.views import dogo_policy
+from mokd_fast.optim import make_optimizer
+from mokd_fast.regions import region
+from mokd_fast.schedules import cosine_schedule
+from pipelines.batch import MultiCropBatch
+from pipelines.policy import MultiCropPolicy
+
+PEER_NAMES = ("peer_1", "peer_2")  # optimiser names: checkpoint entries optimizer_peer_1/2, log loss_peer_1/2
+VIEWS_PER_PEER = 2
+
+
+class PeerPair(nn.Module):
+    """Both peers as the one module DDP wraps; ``forward`` runs each peer on each of its views.
+
+    Each view is its own forward pass, so BatchNorm normalises every view with its own statistics,
+    as the official loop does.
+    """
+
+    def __init__(self, peers: list[Peer]) -> None:
+        super().__init__()
+        self.peers = nn.ModuleList(peers)
+
+    def forward(self, views: list[torch.Tensor]) -> tuple[tuple[dict, dict], ...]:
+        """``views``: four ``[B, 3, H, W]`` tensors (peer 1's two, then peer 2's) -> per peer, its outputs per view."""
+        return tuple(tuple(peer(v) for v in views[i * VIEWS_PER_PEER:(i + 1) * VIEWS_PER_PEER])
+                     for i, peer in enumerate(self.peers))
+
+
+class DoGo(Method):
+    """Distill on the Go (CVPRW 2021): each peer self-supervised, plus a KL between their similarity matrices.
+
+    Args:
+        cfg: The peers and their losses; see ``DoGoConfig``.
+        train: The training recipe; the official defaults when omitted.
+    """
+
+    name = "dogo"
+    configs = (DoGoConfig, DoGoTrainConfig)
+
+    def __init__(self, cfg: DoGoConfig, train: DoGoTrainConfig | None = None) -> None:
+        super().__init__(cfg, train if train is not None else DoGoTrainConfig())
+        self.kinds = (cfg.head_1, cfg.head_2)
+        self.pair = PeerPair([Peer(cfg.arch_1, cfg.head_1, cfg.n_proj_1, cfg.image_size, cfg.keep_fc),
+                              Peer(cfg.arch_2, cfg.head_2, cfg.n_proj_2, cfg.image_size, cfg.keep_fc)])
+
+    @classmethod
+    def make_policy(cls, cfg: DoGoConfig, train: DoGoTrainConfig) -> MultiCropPolicy:
+        """Four global views (two per peer, each with its own head's official transform), no local view."""
+        return dogo_policy(cfg.image_size, (cfg.head_1, cfg.head_2), cfg.norm_mean, cfg.norm_std)
+
+    def trainable(self) -> nn.Module:
+        return self.pair
+
+    def compile_regions(self) -> None:
+        """Compiles each peer (encoder and head); its four view passes share one static-shape graph."""
+        for peer in self.pair.peers:
+            peer.compile(dynamic=False)
+
+    def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
+        """One Adam per peer over all its parameters, constant weight decay (official: coupled L2 1e-6)."""
+        t = self.train_cfg
+        specs = {}
+        for name, peer in zip(PEER_NAMES, self.pair.peers):
+            opt = make_optimizer(t.optimizer, [{"params": list(peer.parameters()), "weight_decay": t.weight_decay}],
+                                 fused)
+            specs[name] = OptimizerSpec(opt, [("lr", None)], dict(peer.named_parameters()), t.clip_grad)
+        return specs
+
+    def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
+        """The peers' learning rate: constant (official), or warm-up and cosine when asked for."""
+        t = self.train_cfg
+        return {"lr": cosine_schedule(t.lr, t.final_lr, self.epochs, iters_per_epoch, t.warmup_epochs)}
+
+    def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
+        n = self.policy.n_global
+        if batch.n_global != n or batch.local_crops is not None:
+            raise ValueError(f"DoGo needs {n} global views and no local view per image; the batch has "
+                             f"{batch.n_global} global views and {'some' if batch.local_crops is not None else 'no'} "
+                             "local views")
+        views = list(batch.global_crops.chunk(n))  # view-major: [B, 3, H, W] each
+        outputs = self.run_trainable()(views)
+        cfg = self.cfg
+        with region("losses"):
+            terms, totals = dogo_objective(self.kinds, outputs, (cfg.kl_weight_1, cfg.kl_weight_2), cfg.kl_temperature,
+                                           cfg.global_batch, cfg.ntxent_temperature)
+        return Losses(terms, totals)
+
+    def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:
+        """Each peer's encoder (its ``f``, which the official linear evaluation reads)."""
+        out = {}
+        for name, peer in zip(PEER_NAMES, self.pair.peers):
+            net = peer.encoder.net if isinstance(peer.encoder, Encoder) else peer.encoder
+            out[name] = (net, "vit" if hasattr(net, "patch_embed") else "cnn")
+        return out
+
+    def describe(self) -> str:
+        parts = [f"{arch}/{kind} ({sum(p.numel() for p in peer.parameters()) / 1e6:.1f}M)"
+                 for arch, kind, peer in zip((self.cfg.arch_1, self.cfg.arch_2), self.kinds, self.pair.peers)]
+        return "DoGo " + " + ".join(parts)
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """``model`` (both peers) plus the architectures, so a reader knows what the weights are."""
+        return {**super().checkpoint_state(), "arch_1": self.cfg.arch_1, "arch_2": self.cfg.arch_2}

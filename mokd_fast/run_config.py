@@ -1,0 +1,102 @@
+"""RunConfig: the engine's settings (data, precision, speed switches, DDP, checkpoints, logs) for every method.
+
+Each method's training settings subclass it (``train_config.TrainConfig`` for MOKD), adding their
+optimisation flags and, where the method's official code differs, their own defaults.
+"""
+
+from dataclasses import dataclass
+
+from mokd_fast.settings import setting
+from pipelines.policy import RESAMPLERS
+
+PIPELINES = ("auto", "torchvision", "ffcv", "dali", "nvjpeg")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def require(ok: bool, message: str) -> None:
+    """Raises ``ValueError(message)`` unless ``ok``: the settings' validation."""
+    if not ok:
+        raise ValueError(message)
+
+
+@dataclass
+class RunConfig:
+    """How to run a method: data, precision, speed switches, DDP, checkpoints, logging, evaluation."""
+
+    data_path: str = setting("", "ImageFolder root of the training images (class sub-folders of images).")
+    output_dir: str = setting(".", "Where checkpoints, log.jsonl, TensorBoard events and config.yaml go.")
+    saveckp_freq: int = setting(10, "Keep checkpoint{epoch:04}.pth every this many epochs (and after the last).")
+    pipeline: str = setting(
+        "auto", "Data pipeline: torchvision reads an ImageFolder; ffcv a .beton and dali a shard folder, both from "
+        "tools/convert_dataset.py; nvjpeg reads the dali shard folder and decodes with torchvision (nvJPEG on CUDA), "
+        "for machines without DALI; auto picks the one --data_path was converted for (nvjpeg for shards on CUDA "
+        "when DALI is not installed).",
+        choices=PIPELINES)
+    crop_resampler: str = setting(
+        "auto", "How the ffcv and nvjpeg pipelines cut views from their decoded images: roi_align (one batched kernel, bilinear "
+        "area-averaging), resize (per-crop antialiased resize with the policy's bicubic filter, like the reference; "
+        "fastest on CPU) or auto (resize on CPU, roi_align on CUDA).", choices=RESAMPLERS)
+    batch_size_per_gpu: int = setting(64, "Images per process and step.")
+    use_fp16: bool | None = setting(None, "Official flag: True means --precision fp16, False means fp32.")
+    precision: str = setting(
+        "auto", "Autocast precision; auto is bf16 on CUDA and fp32 on CPU. fp16 uses a grad scaler per model.",
+        choices=PRECISIONS)
+    sync_bn: bool = setting(True, "SyncBatchNorm in the CNNs under multi-GPU DDP, as official (CUDA only).")
+    seed: int = setting(0, "Seed of the weights, the data order and the augmentations.")
+    num_workers: int = setting(10, "Data-loading worker processes per process.")
+    dist_url: str = setting("env://", "torch.distributed init method; env:// reads torchrun's variables.")
+    device: str = setting("auto", "Training device; auto picks CUDA when available.", choices=DEVICES)
+    max_steps: int = setting(0, "Stop (with a checkpoint) after this many global steps; 0 runs all epochs.")
+    log_every: int = setting(10, "Steps between log.jsonl lines (each costs one host-device sync).")
+    ckpt_every_steps: int = setting(1000, "Steps between checkpoint.pth writes (also written at each epoch end); 0: epoch ends only.")
+    resume: str = setting("", "Checkpoint to continue from (ours: exact step; an official one: its epoch).")
+    fused_clip: bool = setting(
+        True, "Speed switch: all per-parameter clip norms in one foreach kernel, no host sync. False: official loop.")
+    compile: bool | None = setting(
+        None, "Speed switch: torch.compile each branch's student and teacher forward (static shapes, compiled "
+        "before the first step). Default: on for CUDA, off for CPU (compilation there costs more than it saves).")
+    channels_last: bool | None = setting(
+        None, "Speed switch: CNN weights and input crops in channels-last memory. Default: on for CUDA, off for CPU.")
+    fused_optim: bool = setting(
+        True, "Speed switch: fused AdamW and foreach/fused SGD. False: per-parameter loops.")
+    ddp_static_graph: bool = setting(True, "Speed switch: DDP static_graph (every step updates the same parameters).")
+    ddp_bucket_view: bool = setting(
+        True, "Speed switch: DDP gradient_as_bucket_view (no copy between gradients and all-reduce buckets).")
+    knn_every: int = setting(
+        0, "Every this many epochs (and before the first step of a fresh run), k-NN of both teachers on --knn_data, "
+        "logged with the losses as knn_cnn_top1/top5 and knn_vit_top1/top5; 0 disables.")
+    knn_data: str = setting("", "Labelled data for --knn_every: a folder with train and val splits (ImageFolders or "
+                            "tools/convert_dataset.py outputs), as tools/eval_knn.py --data_path.")
+    knn_k: int = setting(20, "Neighbours of the periodic k-NN (DINO's weighted voting, temperature 0.07).")
+    knn_input_size: int = setting(0, "Centre-crop side of the periodic k-NN; 0: the global crop size.")
+    tensorboard: bool = setting(True, "Write TensorBoard events to output_dir/tb when tensorboard is installed.")
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size_per_gpu", "log_every", "saveckp_freq"):
+            require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "max_steps", "ckpt_every_steps", "knn_every", "knn_input_size"):
+            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require(self.knn_k >= 1, f"--knn_k must be >= 1, got {self.knn_k}")
+        require(not self.knn_every or bool(self.knn_data), "--knn_every needs --knn_data (a folder with train and val splits)")
+        for name, allowed in (("pipeline", PIPELINES), ("crop_resampler", RESAMPLERS), ("precision", PRECISIONS),
+                              ("device", DEVICES)):
+            require(getattr(self, name) in allowed, f"--{name} {getattr(self, name)!r}: choose from {allowed}")
+        if self.use_fp16 is not None:
+            implied = "fp16" if self.use_fp16 else "fp32"
+            require(
+                self.precision in ("auto", implied),
+                f"--use_fp16 {self.use_fp16} contradicts --precision {self.precision}; give one of them",
+            )
+
+    @property
+    def warnings(self) -> list[str]:
+        """Settings that run but are likely mistakes, printed at the start of the run; none here."""
+        return []
+
+    @property
+    def resolved_precision(self) -> str:
+        """``precision`` with ``--use_fp16`` applied; ``auto`` is left for the device to settle."""
+        if self.use_fp16 is not None:
+            return "fp16" if self.use_fp16 else "fp32"
+        return self.precision
