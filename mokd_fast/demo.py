@@ -1,14 +1,16 @@
-"""The end-to-end demo: real photographs, converted for DALI, then a real MOKD pre-training on CPU.
+"""The end-to-end demo: real photographs, converted for DALI, then a real pre-training on CPU.
 
 ``python -m mokd_fast.demo`` (or ``./run.sh demo``) writes ``demo_output/photos`` (one class per
 photograph bundled with scikit-image, varied crops and sizes, saved as JPEG), converts it with
 ``tools/convert_dataset.py --format dali`` into ``demo_output/photos-dali`` (the whole user path:
-the DALI pipeline is the fastest backend measured on CPU), then runs ``train.py`` with
-``configs/demo_cpu.yaml`` and the default ``--pipeline auto`` into ``demo_output/run``: resnet18 +
-vit_tiny, progress bar with samples/s, log.jsonl, TensorBoard events and checkpoints. Extra
-arguments go to ``train.py``.
+the DALI pipeline is the fastest backend measured on CPU), then runs ``train.py`` with the method's
+demo recipe and the default ``--pipeline auto``: MOKD (``configs/demo_cpu.yaml``, resnet18 +
+vit_tiny) into ``demo_output/run``, or with ``--method dogo`` DoGo (``configs/demo_dogo_cpu.yaml``,
+two ResNet-18 peers) into ``demo_output/run-dogo``; progress bar with samples/s, log.jsonl,
+TensorBoard events and checkpoints. Extra arguments go to ``train.py``.
 """
 
+import argparse
 import shutil
 import sys
 from pathlib import Path
@@ -18,14 +20,20 @@ from mokd_fast.convert.cli import main as convert_main
 from mokd_fast.sample_images import write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
+# --method -> (demo recipe, run directory under demo_output)
+DEMOS = {"mokd": ("configs/demo_cpu.yaml", "run"), "dogo": ("configs/demo_dogo_cpu.yaml", "run-dogo")}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Builds the photo folder and trains on it; returns train.py's exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    picker = argparse.ArgumentParser(add_help=False)
+    picker.add_argument("--method", choices=tuple(DEMOS), default="mokd")
+    recipe, run_name = DEMOS[picker.parse_known_args(args)[0].method]
     root = Path("demo_output")
     photos = write_image_folder(root / "photos", images_per_class=12)
     print(f"wrote {sum(1 for _ in photos.rglob('*.jpg'))} JPEGs in {len(list(photos.iterdir()))} classes to {photos}")
-    shards, run = root / "photos-dali", root / "run"
+    shards, run = root / "photos-dali", root / run_name
     for previous in (shards, run):
         if previous.exists():
             print(f"replacing the previous {previous}")
@@ -34,8 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if status != 0:
         return status
     return train_main([
-        "--config", str(REPO / "configs/demo_cpu.yaml"), "--data_path", str(shards), "--output_dir", str(run),
-        *(sys.argv[1:] if argv is None else argv),
+        "--config", str(REPO / recipe), "--data_path", str(shards), "--output_dir", str(run), *args,
     ])
 
 

@@ -13,13 +13,10 @@ if __name__ == "__main__":
     method, cfg = parse_config(sys.argv[1:])
     trainer = Trainer(method, cfg)
     trainer.fit()
-    torch.save(
-        {
-            "teachers": trainer.model.teachers.state_dict(),
-            "students": trainer.model.students.state_dict(),
-            "batches_per_epoch": len(trainer.pipeline),
-            "steps": trainer.meter.run_steps,
-        },
-        Path(cfg.output_dir) / f"rank{trainer.ctx.rank}.pt",
-    )
+    state = {"model": trainer.model.state_dict(), "batches_per_epoch": len(trainer.pipeline),
+             "steps": trainer.meter.run_steps}
+    for part in ("teachers", "students"):  # MOKD's two halves
+        if hasattr(trainer.model, part):
+            state[part] = getattr(trainer.model, part).state_dict()
+    torch.save(state, Path(cfg.output_dir) / f"rank{trainer.ctx.rank}.pt")
     shutdown()

@@ -1,13 +1,23 @@
-"""Contracts over the registries (parametrised from them, so a new backend is covered when registered)."""
+"""Contracts over the registries (parametrised from them, so a new backend or method is covered when registered)."""
 
 import subprocess
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
+from mokd_fast.cli import build_parser, parse_config
+from mokd_fast.distributed import DistContext
+from mokd_fast.engine import run_settings
+from mokd_fast.methods import METHODS
+from mokd_fast.methods.base import Method
+from mokd_fast.run_config import RunConfig
+from mokd_fast.step import TrainStep
+from mokd_fast.step_bench import synthetic_batches
+from mokd_fast.train_state import atomic_save, build_checkpoint, capture_rng, load_checkpoint
 from pipelines import BACKENDS, PIPELINES
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 
@@ -92,3 +102,102 @@ def test_help_loads_no_heavy_backend(script) -> None:
             "print(sorted(m for m in ('torch', 'timm', 'nvidia.dali', 'ffcv') if m in sys.modules))\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]", result.stdout + result.stderr
+
+
+# Small settings per registered method (the test below fails until a new method adds its own here).
+TINY_METHODS = {
+    "mokd": ({"arch_cnn": "resnet18", "arch_vit": "vit_tiny", "out_dim": 64, "global_size": 32, "local_size": 16,
+              "input_size": 32, "local_crops_number": 2, "epochs": 2, "warmup_teacher_temp_epochs_cnn": 1,
+              "warmup_teacher_temp_epochs_vit": 1}, {"optimizer": "sgd", "lr_cnn": 0.1, "warmup_epochs": 1}),
+    "dogo": ({"image_size": 32, "n_proj_1": 16, "epochs": 2}, {}),
+}
+CPU = torch.device("cpu")
+
+
+def _tiny(name: str):
+    method_cls, train_cls = METHODS[name].config_classes()
+    method, train = TINY_METHODS[name]
+    return method_cls(**method), train_cls(batch_size_per_gpu=4, device="cpu", num_workers=1, **train)
+
+
+def test_every_registered_method_has_tiny_settings_here() -> None:
+    assert set(TINY_METHODS) == set(METHODS)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_declares_its_name_settings_and_flags(name) -> None:
+    entry = METHODS[name]
+    cls = entry.method_class()
+    assert cls.name == name and cls.configs == entry.config_classes()
+    assert issubclass(entry.config_classes()[1], RunConfig) and cls.__mro__[1] is Method  # one level of inheritance
+    actions = {a.dest: a for a in build_parser(name)._actions}
+    for config_cls in entry.config_classes():
+        for field in fields(config_cls):
+            assert field.name in actions and actions[field.name].help, (name, field.name)
+    others = {f.name for other in METHODS if other != name for c in METHODS[other].config_classes()[:1]
+              for f in fields(c)} - {f.name for f in fields(entry.config_classes()[0])}
+    assert not others & set(actions), f"--method {name} offers another method's flags {sorted(others & set(actions))}"
+    method, train = parse_config(["--method", name])
+    assert type(method) is entry.config_classes()[0] and type(train) is entry.config_classes()[1]
+
+
+@pytest.mark.parametrize("backend", list(PIPELINES))
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_pipeline_feeds_every_method(name, backend, converted_folders) -> None:
+    """The method's own view recipe through each pipeline, then one engine step: finite terms, a total per optimiser."""
+    method, train = _tiny(name)
+    policy = METHODS[name].method_class().make_policy(method, train)
+    pipe = PIPELINES[backend](_data(converted_folders, backend), policy, 4, 1, 0, 0, 1, CPU)
+    batches = list(pipe.epoch(0))  # the whole epoch: a half-read FFCV epoch keeps its threads busy
+    assert batches[0].n_global == policy.n_global
+    torch.manual_seed(0)
+    step = TrainStep(method, train, DistContext(0, 1, 0, CPU), iters_per_epoch=len(pipe))
+    before = {k: v.clone() for k, v in step.model.trainable().state_dict().items()}
+    out = step(batches[0], 0, epoch=0)
+    assert {f"loss_{opt}" for opt in step.specs} <= set(out)
+    assert all(torch.isfinite(v) and v.dtype == torch.float32 for v in out.values())
+    assert any(not torch.equal(v, step.model.trainable().state_dict()[k]) for k, v in before.items())
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_every_method_checkpoint_restores_the_next_step_exactly(name, tmp_path) -> None:
+    method, train = _tiny(name)
+    policy = METHODS[name].method_class().make_policy(method, train)
+    batches = synthetic_batches(policy, 4, CPU)
+    ctx = DistContext(0, 1, 0, CPU)
+    torch.manual_seed(0)
+    first = TrainStep(method, train, ctx, iters_per_epoch=4)
+    first(next(batches), 0, epoch=0)
+    config = run_settings(method, train)
+    atomic_save(build_checkpoint(first.model, first.optimizers, first.scalers, 1, 4, [capture_rng(CPU)], config),
+                tmp_path / "c.pth")
+    torch.manual_seed(1)  # other initial weights: everything must come from the checkpoint
+    second = TrainStep(method, train, ctx, iters_per_epoch=4)
+    done, rng = load_checkpoint(tmp_path / "c.pth", second.model, second.optimizers, second.scalers, config, 4)
+    assert done == 1 and len(rng) == 1
+    batch = next(batches)
+    torch.manual_seed(2)
+    a = first(batch, 1, epoch=0)
+    torch.manual_seed(2)
+    b = second(batch, 1, epoch=0)
+    assert all(torch.equal(a[k], b[k]) for k in a), name
+    for (key, p), q in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
+        assert torch.equal(p, q), (name, key)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_method_help_is_fast_and_loads_no_heavy_backend(name) -> None:
+    code = ("import runpy, sys, time, contextlib, io\n"
+            "start = time.perf_counter()\n"
+            f"sys.argv = ['train.py', '--method', {name!r}, '--help']\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+            "    try:\n"
+            "        runpy.run_path('train.py', run_name='__main__')\n"
+            "    except SystemExit:\n"
+            "        pass\n"
+            "print(sorted(m for m in ('torch', 'timm', 'nvidia.dali', 'ffcv') if m in sys.modules))\n"
+            "print(out.getvalue())\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded, _, text = result.stdout.partition("\n")
+    assert loaded == "[]", result.stdout + result.stderr
+    assert f"(--method {name})" in text and all(f"  {other}: " in text for other in METHODS)

@@ -12,6 +12,7 @@ from mokd_fast.run_config import RunConfig, require
 from mokd_fast.settings import setting
 
 HEADS = ("simclr", "simsiam")
+SIMSIAM_WIDTH = 2048  # the SimSiam projector's width and output, fixed in the official code
 OPTIMIZERS = ("adam", "adamw")
 
 
@@ -55,6 +56,11 @@ class DoGoConfig:
             require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         for name in ("head_1", "head_2"):
             require(getattr(self, name) in HEADS, f"--{name} {getattr(self, name)!r}: choose from {HEADS}")
+        for i in (1, 2):
+            head, n_proj = getattr(self, f"head_{i}"), getattr(self, f"n_proj_{i}")
+            require(head != "simsiam" or n_proj == SIMSIAM_WIDTH,
+                    f"--n_proj_{i} {n_proj} with --head_{i} simsiam: the SimSiam loss compares the predictor's output "
+                    f"with the {SIMSIAM_WIDTH}-d projection, so it must be {SIMSIAM_WIDTH}")
         require((self.norm_mean is None) == (self.norm_std is None), "give --norm_mean and --norm_std together")
         require(self.norm_mean is not None or self.image_size != 64,
                 "--image_size 64: the official code normalises with Tiny-ImageNet statistics, which are not "

@@ -1,6 +1,6 @@
 """DoGo's loss kernels, as the official code computes them (NeurAI-Lab/DoGo, branch ``dogo``).
 
-Each returns a scalar fp32 tensor whatever autocast is active: the inputs are upcast and the
+Each returns a scalar fp32 (or fp64) tensor whatever autocast is active: half inputs are upcast and the
 similarities, softmaxes and logs run in fp32 (the official ``softmax(...).log()`` underflows to
 -inf in half precision; ``log_softmax`` here is the same value in fp32 to about 1e-7). Cosine
 similarities are matmuls of L2-normalised rows, never the official ``[B, 1, D] x [1, B, D]``
@@ -25,7 +25,8 @@ from torch.distributed.nn.functional import all_gather
 
 
 def _fp32(*tensors: torch.Tensor) -> list[torch.Tensor]:
-    return [t.float() for t in tensors]
+    """Half-precision inputs upcast to fp32; fp32 and fp64 ones kept (a float64 check stays float64)."""
+    return [t.float() if t.dtype in (torch.float16, torch.bfloat16) else t for t in tensors]
 
 
 def _world(global_batch: bool) -> int:

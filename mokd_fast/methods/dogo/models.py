@@ -19,11 +19,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mokd_fast.methods.dogo.config import HEADS
+from mokd_fast.methods.dogo.config import HEADS, SIMSIAM_WIDTH
 from mokd_fast.models.cnn import CNN_ALIASES, build_cnn
 from mokd_fast.models.vit import VIT_ALIASES, build_vit, vit_tokens
 
-SIMSIAM_WIDTH = 2048  # the projector's width and output, fixed in the official code
 
 
 class Encoder(nn.Module):
