@@ -1,8 +1,12 @@
-"""Errors that ``train.py`` reports as a message and an exit status rather than a traceback."""
+"""Errors that ``train.py`` reports as a message and an exit status rather than a traceback.
 
+``UsageError`` is defined by the data layer (``pipelines.errors``), which raises it too, and
+re-exported here for the rest of ``mokd_fast``.
+"""
 
-class UsageError(ValueError):
-    """A flag, a config file or an input path is wrong; the message says which and what to do."""
+from pipelines.errors import UsageError
+
+__all__ = ["NonFiniteLoss", "UsageError"]
 
 
 class NonFiniteLoss(RuntimeError):

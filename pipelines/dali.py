@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mokd_fast.convert.verify import INSTALL_DALI
-from mokd_fast.errors import UsageError
+from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
+from pipelines.formats import INSTALL_DALI
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 from pipelines.torchvision import sample_seed
 

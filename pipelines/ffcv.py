@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mokd_fast.convert.ffcv_beton import import_ffcv
-from mokd_fast.errors import UsageError
+from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
+from pipelines.formats import import_ffcv
 from pipelines.gpu_augment import BatchedMultiCrop
 from pipelines.policy import MultiCropPolicy
 from pipelines.torchvision import sample_seed

@@ -36,11 +36,10 @@ from pathlib import Path
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from mokd_fast.convert.dali_shards import read_index
-from mokd_fast.convert.run import MANIFEST
-from mokd_fast.errors import UsageError
+from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
 from pipelines.dali import shard_paths
+from pipelines.formats import MANIFEST, read_index
 from pipelines.gpu_augment import BatchedMultiCrop
 from pipelines.policy import MultiCropPolicy
 from pipelines.sampler import ResumableDistributedSampler

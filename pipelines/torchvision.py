@@ -16,7 +16,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
-from mokd_fast.errors import UsageError
+from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
 from pipelines.pil_augment import augment_image
 from pipelines.policy import MultiCropPolicy

@@ -201,3 +201,14 @@ def test_method_help_is_fast_and_loads_no_heavy_backend(name) -> None:
     loaded, _, text = result.stdout.partition("\n")
     assert loaded == "[]", result.stdout + result.stderr
     assert f"(--method {name})" in text and all(f"  {other}: " in text for other in METHODS)
+
+
+def test_pipelines_never_import_mokd_fast() -> None:
+    """The data layer stands alone: mokd_fast depends on pipelines, never the other way round."""
+    import ast
+
+    for path in sorted((REPO / "pipelines").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "mokd_fast" for n in names), f"{path.name} imports {names}"

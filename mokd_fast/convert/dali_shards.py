@@ -19,9 +19,9 @@ from mokd_fast.convert.images import Skip, prepare
 from mokd_fast.convert.output import write_json_atomic
 from mokd_fast.convert.parallel import tick
 from mokd_fast.convert.sources import Sample
+from pipelines.formats import INDEX_VERSION
 
 SHARDS = "shards"
-INDEX_VERSION = "v1.2"
 
 
 @dataclass(frozen=True)
@@ -95,22 +95,3 @@ def finished_shards(out: Path) -> dict[int, dict[str, Any]]:
     """Summaries of the shards a previous (killed) run completed."""
     return {int(p.name[1:7]): json.loads(p.read_text()) for p in sorted((out / SHARDS).glob(".*.json"))}
 
-
-def read_index(path: Path) -> list[dict[str, tuple[int, int, str]]]:
-    """Parses a v1.2 index: per sample, ``{ext: (offset, size, member name)}``.
-
-    Raises:
-        ValueError: The header or a line is malformed, or the count disagrees with the header.
-    """
-    lines = path.read_text().splitlines()
-    if not lines or lines[0].split()[0] != INDEX_VERSION:
-        raise ValueError(f"{path}: not a DALI {INDEX_VERSION} index")
-    samples = []
-    for line in lines[1:]:
-        parts = line.split()
-        if len(parts) % 4:
-            raise ValueError(f"{path}: malformed line {line!r}")
-        samples.append({parts[i]: (int(parts[i + 1]), int(parts[i + 2]), parts[i + 3]) for i in range(0, len(parts), 4)})
-    if len(samples) != int(lines[0].split()[1]):
-        raise ValueError(f"{path}: header says {lines[0].split()[1]} samples, found {len(samples)}")
-    return samples

@@ -18,26 +18,10 @@ import numpy as np
 from mokd_fast.convert.images import Skip, prepare
 from mokd_fast.convert.parallel import tick
 from mokd_fast.convert.sources import Sample
-from mokd_fast.errors import UsageError
+from pipelines.formats import BETON, import_ffcv
 
-BETON = "train.beton"
+
 SCAN = ".scan.jsonl"
-INSTALL_FFCV = (
-    "ffcv is not installed. Install it with: apt-get install -y libturbojpeg0-dev libopencv-dev pkg-config "
-    "&& pip install --no-deps ffcv==1.0.2 terminaltables pytorch_pfn_extras fastargs assertpy psutil numba "
-    "opencv-python-headless (./run.sh test does both)"
-)
-
-
-def import_ffcv() -> Any:
-    """The ffcv module, or a UsageError that says how to install it."""
-    try:
-        import ffcv
-        import ffcv.fields
-        import ffcv.writer
-    except ImportError as err:
-        raise UsageError(f"{INSTALL_FFCV} ({err})") from err
-    return ffcv
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from mokd_fast.convert import dali_shards, ffcv_beton
 from mokd_fast.convert.output import REPORT, STATE, open_output, write_json_atomic
 from mokd_fast.convert.parallel import run_tasks
 from mokd_fast.convert.sources import list_source
+from pipelines.formats import BETON, CLASSES, MANIFEST, import_ffcv
 
-MANIFEST = "manifest.jsonl"  # one [index, label, width, height, source path] per converted sample
-CLASSES = "classes.json"  # {class name: index}, as torchvision's ImageFolder.class_to_idx
 SCAN_CHUNK = 256
 
 
@@ -49,7 +48,7 @@ def _convert_ffcv(out: Path, chunks: list[tuple], options: dict[str, Any], worke
     if not rows:
         return parts, {"files": [], "bytes": 0}
     beton = ffcv_beton.write_beton(out, rows, options, workers)
-    return parts, {"files": [ffcv_beton.BETON], "bytes": beton.stat().st_size}
+    return parts, {"files": [BETON], "bytes": beton.stat().st_size}
 
 
 def convert(src: str, out: Path, fmt: str, options: dict[str, Any], workers: int, resume: bool,
@@ -61,7 +60,7 @@ def convert(src: str, out: Path, fmt: str, options: dict[str, Any], workers: int
     """
     start = time.perf_counter()
     if fmt == "ffcv":
-        ffcv_beton.import_ffcv()  # before anything is written to OUT
+        import_ffcv()  # before anything is written to OUT
     samples, classes = list_source(src)
     if limit:
         samples = samples[:limit]

@@ -10,13 +10,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mokd_fast.convert import dali_shards, ffcv_beton
 from mokd_fast.convert.output import REPORT
-from mokd_fast.convert.run import MANIFEST
+from pipelines.formats import BETON, INSTALL_DALI, MANIFEST, import_ffcv, read_index
 
 SAMPLED = 64
 FFCV_JPEG = 0  # RGBImageField stores mode 0 for JPEG bytes, 1 for raw pixels
-INSTALL_DALI = "pip install nvidia-dali-cuda130 (the CUDA 13 build, matching the torch wheel)"
 
 
 def _chosen(n: int, mode: str) -> set[int]:
@@ -43,7 +41,7 @@ def _verify_dali(out: Path, report: dict, rows: dict[int, list], mode: str, prob
         tar_path = out / shard
         idx_path = tar_path.with_suffix(".idx")
         try:
-            index = dali_shards.read_index(idx_path)
+            index = read_index(idx_path)
             with tarfile.open(tar_path) as tar:
                 members = {m.name: m for m in tar.getmembers()}
                 data = tar_path.read_bytes()
@@ -73,16 +71,16 @@ def _verify_dali(out: Path, report: dict, rows: dict[int, list], mode: str, prob
 
 def _verify_ffcv(out: Path, rows: dict[int, list], mode: str, problems: list[str]) -> int:
     """Reads the .beton's own tables (metadata, allocation) and decodes the chosen images' stored bytes."""
-    ffcv_beton.import_ffcv()
+    import_ffcv()
     from ffcv.reader import Reader
 
-    path = out / ffcv_beton.BETON
+    path = out / BETON
     try:
         reader = Reader(str(path))
         meta, table = reader.metadata, reader.alloc_table
         raw = np.memmap(path, dtype=np.uint8, mode="r")
     except Exception as err:
-        problems.append(f"{ffcv_beton.BETON}: cannot be read ({err})")
+        problems.append(f"{BETON}: cannot be read ({err})")
         return 0
     sizes = dict(zip(table["ptr"].tolist(), table["size"].tolist()))
     order = sorted(rows)

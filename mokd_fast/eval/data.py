@@ -23,9 +23,8 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 
-from mokd_fast.convert.ffcv_beton import BETON, import_ffcv
-from mokd_fast.convert.run import CLASSES, MANIFEST
 from mokd_fast.errors import UsageError
+from pipelines.formats import BETON, CLASSES, MANIFEST, import_ffcv
 from pipelines.dali import (
     LABEL_BYTES,
     dali_to_torch,
