@@ -28,14 +28,14 @@ TINY_DOGO_FLAGS = ["--method", "dogo", "--image_size", "32", "--n_proj_1", "32",
                    "--device", "cpu"]
 
 
-def _batch(seed: int) -> MultiCropBatch:
+def _batch(seed: int, size: int = SIZE) -> MultiCropBatch:
     gen = torch.Generator().manual_seed(seed)
-    return MultiCropBatch(torch.randn(4 * B, 3, SIZE, SIZE, generator=gen), None, None, n_global=4)
+    return MultiCropBatch(torch.randn(4 * B, 3, size, size, generator=gen), None, None, n_global=4)
 
 
-def _step(**train) -> TrainStep:
+def _step(size: int = SIZE, **train) -> TrainStep:
     torch.manual_seed(0)
-    method = DoGoConfig(image_size=SIZE, n_proj_1=32, epochs=2)
+    method = DoGoConfig(image_size=size, n_proj_1=32, epochs=2)
     cfg = DoGoTrainConfig(batch_size_per_gpu=B, device="cpu", compile=False, channels_last=False, **train)
     return TrainStep(method, cfg, CPU, iters_per_epoch=4)
 
@@ -77,8 +77,8 @@ def test_engine_step_equals_the_official_two_pass_adam_step(fp64) -> None:
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_terms_are_fp32_under_autocast_and_fp16_scales_each_peer(precision) -> None:
-    step = _step(precision=precision)
-    out = step(_batch(0), 0, epoch=0)
+    step = _step(16, precision=precision)  # 16-px views: CPU half-precision convolutions are slow
+    out = step(_batch(0, 16), 0, epoch=0)
     assert all(t.dtype == torch.float32 and torch.isfinite(t) for t in out.values())
     assert set(out) == {"ssl_1", "kl_1", "ssl_2", "kl_2", "loss_peer_1", "loss_peer_2"}
     assert (step.scalers is not None) == (precision == "fp16")
