@@ -10,15 +10,12 @@ form is accepted too.
 """
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn as nn
 
 from mokd_fast.losses import CENTERED_TERMS, OFFICIAL_LOSS_STATE
-
-if TYPE_CHECKING:
-    from mokd_fast.mokd import MOKD
 
 # official key -> (attribute of MOKD, attribute of the pair)
 OFFICIAL_MODELS = {
@@ -42,7 +39,7 @@ def _canonical_key(key: str) -> str:
     return key.replace(".parametrizations.weight.original1", ".weight_v")
 
 
-def export_official(model: "MOKD", **extra: Any) -> dict[str, Any]:
+def export_official(model: nn.Module, **extra: Any) -> dict[str, Any]:
     """The model's weights and centers in the official checkpoint layout.
 
     The official ``eval_linear.py``/``eval_knn.py`` (``--checkpoint_key teacher_cnn|teacher_vit``)
@@ -50,7 +47,8 @@ def export_official(model: "MOKD", **extra: Any) -> dict[str, Any]:
     from it.
 
     Args:
-        model: The MOKD model.
+        model: A ``MOKD`` (its ``students``, ``teachers``, ``criterion`` and ``cfg``; not imported here,
+            since ``mokd.py`` imports this module).
         **extra: Further entries (``epoch``, ``optimizer_cnn``, ...); ``epoch`` defaults to 0.
 
     Returns:
@@ -72,7 +70,7 @@ def export_official(model: "MOKD", **extra: Any) -> dict[str, Any]:
     return out
 
 
-def load_official(model: "MOKD", source: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
+def load_official(model: nn.Module, source: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
     """Loads the four models and six centers of an official checkpoint into ``model``.
 
     Args:
