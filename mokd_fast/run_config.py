@@ -54,18 +54,20 @@ class RunConfig:
     fused_clip: bool = setting(
         True, "Speed switch: all per-parameter clip norms in one foreach kernel, no host sync. False: official loop.")
     compile: bool | None = setting(
-        None, "Speed switch: torch.compile each branch's student and teacher forward (static shapes, compiled "
-        "before the first step). Default: on for CUDA, off for CPU (compilation there costs more than it saves).")
+        None, "Speed switch: torch.compile the method's networks (MOKD: each branch's student and teacher forward; "
+        "DoGo: each peer), static shapes, compiled before the first step. Default: on for CUDA, off for CPU (compilation there costs more than it saves).")
     channels_last: bool | None = setting(
-        None, "Speed switch: CNN weights and input crops in channels-last memory. Default: on for CUDA, off for CPU.")
+        None, "Speed switch: convolution weights (MOKD: the CNNs') and input crops in channels-last memory. Default: "
+        "on for CUDA, off for CPU.")
     fused_optim: bool = setting(
         True, "Speed switch: fused AdamW and foreach/fused SGD. False: per-parameter loops.")
     ddp_static_graph: bool = setting(True, "Speed switch: DDP static_graph (every step updates the same parameters).")
     ddp_bucket_view: bool = setting(
         True, "Speed switch: DDP gradient_as_bucket_view (no copy between gradients and all-reduce buckets).")
     knn_every: int = setting(
-        0, "Every this many epochs (and before the first step of a fresh run), k-NN of both teachers on --knn_data, "
-        "logged with the losses as knn_cnn_top1/top5 and knn_vit_top1/top5; 0 disables.")
+        0, "Every this many epochs (and before the first step of a fresh run), k-NN of the method's eval backbones "
+        "(MOKD: both teachers, logged as knn_cnn_top1/top5 and knn_vit_top1/top5; DoGo: both peers' encoders, "
+        "knn_peer_1_*/knn_peer_2_*) on --knn_data; 0 disables.")
     knn_data: str = setting("", "Labelled data for --knn_every: a folder with train and val splits (ImageFolders or "
                             "tools/convert_dataset.py outputs), as tools/eval_knn.py --data_path.")
     knn_k: int = setting(20, "Neighbours of the periodic k-NN (DINO's weighted voting, temperature 0.07).")

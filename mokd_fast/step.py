@@ -28,10 +28,10 @@ class StepSwitches:
     """The step's speed switches as resolved for the device (``auto`` settled).
 
     Attributes:
-        precision: "fp32", "fp16" (a GradScaler per model) or "bf16".
-        compile: ``torch.compile`` each branch's student forward and teacher forward.
-        channels_last: CNN weights and every input crop in channels-last memory.
-        fused_optim: Fused AdamW (foreach SGD on CPU, fused on CUDA); off: per-parameter loops.
+        precision: "fp32", "fp16" (a GradScaler per optimiser) or "bf16".
+        compile: The method's ``compile_regions`` (MOKD: each branch's student and teacher forward).
+        channels_last: The method's ``channels_last`` (convolution weights) and every input crop.
+        fused_optim: Fused Adam/AdamW (foreach SGD on CPU, fused on CUDA); off: per-parameter loops.
         ddp_static_graph: DDP ``static_graph`` (the same parameters get gradients every step).
         ddp_bucket_view: DDP ``gradient_as_bucket_view`` (gradients live in the all-reduce buckets).
     """

@@ -32,3 +32,18 @@ def test_knn_mode_runs_eval_knn_and_writes_the_record(tmp_path) -> None:
     (run,) = record["runs"]
     assert run["precision"] == "fp32" and run["features_per_s"] > 0 and run["backbone_features_per_s"] > 0
     assert 0 <= run["top1_k20"] <= 100
+
+
+def test_step_mode_times_dogo_beside_its_official_execution(tmp_path) -> None:
+    out = tmp_path / "dogo.json"
+    cmd = [sys.executable, str(REPO / "tools/benchmark.py"), "--mode", "step", "--method", "dogo", "--global_size", "16",
+           "--batch_size_per_gpu", "4", "--steps", "1", "--warmup", "1", "--baseline", "--device", "cpu", "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    record = json.loads(out.read_text())
+    assert (record["method"], record["arch_1"], record["views"]) == ("dogo", "resnet18", "4x16")
+    ours, baseline = record["runs"]
+    assert (ours["variant"], baseline["variant"]) == ("ours", "baseline")
+    assert ours["switches"]["fused_optim"] and not baseline["switches"]["fused_optim"]
+    assert ours["samples_per_s"] > 0 and baseline["samples_per_s"] > 0 and record["flops_per_sample"] > 0
+    parts = subprocess.run([*cmd[:-2], "--parts"], capture_output=True, text=True)
+    assert parts.returncode == 2 and "for --method dogo use --mode step or e2e" in parts.stderr
