@@ -168,3 +168,14 @@ def test_resume_with_changed_settings_is_refused(reference_run, photo_folder, tm
     argv = _flags(photo_folder, tmp_path / "other", "--resume", str(reference_run / "checkpoint.pth"), "--lr_vit", "0.01")
     assert train_main(argv) == 2
     assert "lr_vit: checkpoint 0.0005 vs now 0.01" in capsys.readouterr().err
+
+
+def test_a_checkpoint_from_before_the_method_registry_resumes_as_mokd(reference_run, photo_folder, tmp_path):
+    """Checkpoints written before --method existed name no method in their settings: they resume as MOKD."""
+    out = tmp_path / "run"
+    out.mkdir()
+    old = _load(reference_run / "checkpoint0000.pth")  # after epoch 0 (step 4)
+    del old["mokd_fast"]["config"]["method"]
+    torch.save(old, out / "old.pth")
+    assert train_main(_flags(photo_folder, out, "--resume", str(out / "old.pth"), "--tensorboard", "False")) == 0
+    _assert_same_training_state(_load(reference_run / "checkpoint.pth"), _load(out / "checkpoint.pth"))
