@@ -110,7 +110,7 @@ def test_train_py_runs_dogo_end_to_end(dogo_run) -> None:
     assert all(math.isfinite(v) for line in lines for v in line.values())
     assert all(line["lr"] == pytest.approx(3e-4) for line in lines)  # official: constant, not batch-scaled
     ckpt = _load(dogo_run / "checkpoint.pth")
-    assert {"model", "optimizer_peer_1", "optimizer_peer_2", "epoch", "mokd_fast"} <= set(ckpt)
+    assert {"peer_1", "peer_2", "arch_1", "optimizer_peer_1", "optimizer_peer_2", "epoch", "mokd_fast"} <= set(ckpt)
     assert ckpt["mokd_fast"]["config"]["method"] == "dogo" and ckpt["epoch"] == 2
     assert "method: dogo" in (dogo_run / "config.yaml").read_text()
 
@@ -120,8 +120,9 @@ def test_dogo_resume_from_a_mid_epoch_stop_is_bitwise_exact(dogo_run, photo_fold
     assert train_main(_flags(photo_folder, out, "--max_steps", "3")) == 0
     assert train_main(_flags(photo_folder, out, "--resume", str(out / "checkpoint.pth"))) == 0
     ref, got = _load(dogo_run / "checkpoint.pth"), _load(out / "checkpoint.pth")
-    for name, value in ref["model"].items():
-        assert torch.equal(value, got["model"][name]), name
+    for peer in ("peer_1", "peer_2"):
+        for name, value in ref[peer].items():
+            assert torch.equal(value, got[peer][name]), (peer, name)
     for key in ("optimizer_peer_1", "optimizer_peer_2"):
         for pid, state in ref[key]["state"].items():
             for name, value in state.items():
@@ -156,3 +157,21 @@ def test_two_process_ddp_dogo_keeps_peers_identical(photo_folder, tmp_path) -> N
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2, 3, 4]
     assert all(math.isfinite(line["loss_peer_1"]) for line in lines)
+
+
+def test_eval_tools_read_each_peer_of_a_dogo_checkpoint(dogo_run) -> None:
+    """``--checkpoint_key peer_1|peer_2``: the peer's encoder (CIFAR stem rebuilt) with its trained weights."""
+    from mokd_fast.eval.features import FeatureNet
+    from mokd_fast.eval.weights import load_backbone
+    from mokd_fast.methods.dogo.method import DoGo
+
+    ckpt = _load(dogo_run / "checkpoint.pth")
+    method = DoGo(DoGoConfig(image_size=SIZE, n_proj_1=32, epochs=2))
+    method.load_checkpoint_state(ckpt)
+    images = torch.randn(3, 3, SIZE, SIZE)
+    for i, peer in enumerate(method.pair.peers, start=1):
+        loaded = load_backbone(dogo_run / "checkpoint.pth", f"peer_{i}", None)
+        assert (loaded.arch, loaded.kind) == ("resnet18", "cnn") and loaded.module.conv1.kernel_size == (3, 3)
+        peer.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(FeatureNet(loaded)(images), peer.encoder(images))

@@ -12,10 +12,10 @@ import torch
 from torch import nn
 
 from mokd_fast.errors import UsageError
-from mokd_fast.models.cnn import CNN_ALIASES, build_cnn
+from mokd_fast.models.cnn import CNN_ALIASES, build_cnn, small_image_stem
 from mokd_fast.models.vit import VIT_ALIASES, build_vit
 
-CHECKPOINT_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit")
+CHECKPOINT_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit", "peer_1", "peer_2")  # MOKD, DoGo
 # Classifier weights a supervised or exported checkpoint may carry; the frozen backbone drops them.
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias", "head.weight", "head.bias", "classifier.weight", "classifier.bias")
 
@@ -63,23 +63,30 @@ def _select(ckpt: Any, key: str | None, path: str) -> tuple[dict[str, torch.Tens
     if key not in ckpt or not _is_state_dict(ckpt[key]):
         raise UsageError(f"--pretrained_weights {path} has no state dict under --checkpoint_key {key!r}; "
                          f"it has {models} (all keys: {sorted(ckpt)})")
-    arch_entry = "arch_vit" if key.endswith("vit") else "arch_cnn" if key.endswith("cnn") else "arch"
+    arch_entry = f"arch_{key.rsplit('_', 1)[-1]}"  # teacher_cnn -> arch_cnn, student_vit -> arch_vit, peer_1 -> arch_1
     return ckpt[key], ckpt.get(arch_entry, ckpt.get("arch"))
 
 
 def _backbone_entries(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Backbone keys without ``module.``/``backbone.``; the DINO head and T-head are dropped."""
+    """Backbone keys without ``module.``/``backbone.`` (MOKD) or ``encoder.[net.]`` (DoGo); heads are dropped."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    if any(k.startswith("backbone.") for k in state):
-        state = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    for prefix in ("backbone.", "encoder."):
+        if any(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    if state and all(k.startswith("net.") for k in state):  # a DoGo encoder around a timm network
+        state = {k.removeprefix("net."): v for k, v in state.items()}
     return {k: v for k, v in state.items() if k not in CLASSIFIER_KEYS}
 
 
-def build_backbone(arch: str, patch_size: int, vit: bool | None = None) -> nn.Module:
-    """A randomly initialised backbone as pre-training builds it (teachers: no drop path)."""
+def build_backbone(arch: str, patch_size: int, vit: bool | None = None, small_stem: bool = False) -> nn.Module:
+    """A randomly initialised backbone as pre-training builds it (teachers: no drop path).
+
+    ``small_stem``: a torchvision ResNet with the CIFAR stem (DoGo below 100 px).
+    """
     if is_vit_arch(arch) if vit is None else vit:
         return build_vit(arch, patch_size, 0.0)
-    return build_cnn(arch).module
+    module = build_cnn(arch).module
+    return small_image_stem(module) if small_stem else module
 
 
 def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
@@ -118,7 +125,9 @@ def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
     if patch_size and saved_patch and patch_size != saved_patch:
         raise UsageError(f"architecture mismatch: {where} has {saved_patch}x{saved_patch} patches but "
                          f"--patch_size is {patch_size}")
-    module = build_backbone(arch, patch_size or saved_patch or 16, is_vit_arch(arch, state))
+    conv1 = state.get("conv1.weight")
+    small_stem = arch in CNN_ALIASES and conv1 is not None and conv1.shape[-1] == 3  # DoGo's CIFAR stem
+    module = build_backbone(arch, patch_size or saved_patch or 16, is_vit_arch(arch, state), small_stem)
     own = module.state_dict()
     missing, unexpected = sorted(own.keys() - state.keys()), sorted(state.keys() - own.keys())
     wrong = [f"{k} {tuple(v.shape)} (model: {tuple(own[k].shape)})" for k, v in state.items()

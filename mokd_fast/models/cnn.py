@@ -64,6 +64,17 @@ def unknown_name_error(kind: str, name: str, aliases: list[str], candidates: lis
     )
 
 
+def small_image_stem(net: nn.Module) -> nn.Module:
+    """Gives a torchvision ResNet the CIFAR stem in place: a 3x3 stride-1 ``conv1`` and no max-pool.
+
+    DoGo's official encoder does this below 100 px, so a 32-px image keeps a 4x4 final map instead
+    of 1x1; the evaluation tools rebuild it when a checkpoint's ``conv1`` is 3x3.
+    """
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    return net
+
+
 def build_cnn(name: str) -> CNNBackbone:
     """Builds a randomly initialised CNN by official alias or timm name.
 

@@ -111,5 +111,26 @@ class DoGo(Method):
         return "DoGo " + " + ".join(parts)
 
     def checkpoint_state(self) -> dict[str, Any]:
-        """``model`` (both peers) plus the architectures, so a reader knows what the weights are."""
-        return {**super().checkpoint_state(), "arch_1": self.cfg.arch_1, "arch_2": self.cfg.arch_2}
+        """``peer_1``/``peer_2`` (each peer's encoder and head) and ``arch_1``/``arch_2``.
+
+        One entry per peer, like MOKD's per-model entries, so the evaluation and export tools read a
+        peer's encoder with ``--checkpoint_key peer_1`` and its architecture from ``arch_1``.
+        """
+        out: dict[str, Any] = {}
+        for i, (name, peer) in enumerate(zip(PEER_NAMES, self.pair.peers), start=1):
+            out[name] = {k: v.detach().cpu().clone() for k, v in peer.state_dict().items()}
+            out[f"arch_{i}"] = getattr(self.cfg, f"arch_{i}")
+        return out
+
+    def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
+        for i, (name, peer) in enumerate(zip(PEER_NAMES, self.pair.peers), start=1):
+            if name not in ckpt:
+                raise ValueError(f"no {name!r} entry: not a DoGo checkpoint (keys: {sorted(ckpt)[:8]})")
+            saved, ours = ckpt.get(f"arch_{i}"), getattr(self.cfg, f"arch_{i}")
+            if saved is not None and saved != ours:
+                raise ValueError(f"{name} was trained as {saved!r} but --arch_{i} is {ours!r}")
+            try:
+                peer.load_state_dict(ckpt[name])
+            except RuntimeError as err:
+                raise ValueError(f"the {name} weights do not fit this peer: {err}") from err
+        return {k: v for k, v in ckpt.items() if k not in (*PEER_NAMES, "arch_1", "arch_2")}

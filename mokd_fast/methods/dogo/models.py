@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from mokd_fast.methods.dogo.config import HEADS, SIMSIAM_WIDTH
-from mokd_fast.models.cnn import CNN_ALIASES, build_cnn
+from mokd_fast.models.cnn import CNN_ALIASES, build_cnn, small_image_stem
 from mokd_fast.models.vit import VIT_ALIASES, build_vit, vit_tokens
 
 
@@ -62,8 +62,7 @@ def build_encoder(arch: str, small_images: bool, keep_fc: bool = False, patch_si
     if arch in CNN_ALIASES:
         net = CNN_ALIASES[arch]()
         if small_images:
-            net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-            net.maxpool = nn.Identity()
+            small_image_stem(net)
         if keep_fc:
             return net, net.fc.out_features
         width = net.fc.in_features
