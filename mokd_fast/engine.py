@@ -135,7 +135,9 @@ class Trainer:
             (self.out / "config.yaml").write_text(yaml.safe_dump(self.config, sort_keys=False))
         try:
             if self.knn and self.start_step == 0:
+                tick = time.perf_counter()
                 log.evaluated({"step": 0, "epoch": 0, **self.knn(self.model)})  # the random initialisation
+                self.meter.outside(time.perf_counter() - tick)
             for step, epoch, batch in self._batches():
                 self.guard.record(step, epoch, self.step(batch, step, epoch))
                 self.meter.stepped()
@@ -144,10 +146,12 @@ class Trainer:
                 if done % self.cfg.log_every == 0 or done == self.end_step:
                     log.write(self._record(done, epoch))  # sync point
                 epoch_end = done % self.iters_per_epoch == 0
+                tick = time.perf_counter()
                 if epoch_end or done == self.end_step or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0):
                     self._save(done, epoch if epoch_end else None)
                 if self.knn and epoch_end and self.knn.due(epoch):
                     log.evaluated({"step": done, "epoch": epoch, **self.knn(self.model)})
+                self.meter.outside(time.perf_counter() - tick)  # not training: out of the next log line's rate
         finally:
             log.close()
         summary = self._summary()
@@ -201,5 +205,6 @@ class Trainer:
             "steps": self.end_step, "epochs_done": self.end_step / self.iters_per_epoch,
             "seconds": round(elapsed, 1), "samples_per_s": round(rate, 2),
             "samples_per_s_per_process": round(rate / self.ctx.world_size, 2), "data_wait": round(wait, 3),
+            "checkpoint_and_eval_seconds": round(self.meter.run_outside, 1),
             "checkpoint": str(self.out / "checkpoint.pth"),
         }

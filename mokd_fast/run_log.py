@@ -13,6 +13,8 @@ class Throughput:
 
     The data wait is host time spent in ``next(batches)``. On CUDA the host runs ahead of the device
     until a sync (the log line's), so a device-bound step shows up as step time, not as data wait.
+    Time spent outside the steps (checkpoint writes, periodic k-NN) is left out of the windows, so
+    a log line's samples/s is the training rate; the whole run's figures include it (wall clock).
     """
 
     def __init__(self) -> None:
@@ -20,6 +22,7 @@ class Throughput:
         self.run_start = self.window_start = now
         self.run_wait = self.window_wait = 0.0
         self.run_steps = self.window_steps = 0
+        self.run_outside = 0.0
 
     def waited(self, seconds: float) -> None:
         self.window_wait += seconds
@@ -28,6 +31,11 @@ class Throughput:
     def stepped(self) -> None:
         self.window_steps += 1
         self.run_steps += 1
+
+    def outside(self, seconds: float) -> None:
+        """Time spent between steps on something else (a checkpoint write, an evaluation)."""
+        self.window_start += seconds
+        self.run_outside += seconds
 
     def window(self, samples_per_step: int) -> tuple[float, float]:
         """Samples/s and data-wait fraction since the previous call."""

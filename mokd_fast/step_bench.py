@@ -132,19 +132,25 @@ def time_steps(step: TrainStep, batches: Iterator[MultiCropBatch], steps: int, w
     total = sum(times)
     ms = sorted(1000 * t for t in times)
     return {"seconds": round(total, 3), "step_ms_median": round(statistics.median(ms), 2),
-            "step_ms_p90": round(ms[min(len(ms) - 1, int(0.9 * len(ms)))], 2),
+            "step_ms_p90": round(ms[min(len(ms) - 1, int(0.9 * len(ms)))], 2), "step_ms_max": round(ms[-1], 2),
             "data_wait": round(sum(waits) / total, 4),
             "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / 2**30, 2) if cuda else None}
 
 
 def bench_step(method: Any, cfg: RunConfig, ctx: DistContext, batches: Iterator[MultiCropBatch],
                steps: int, warmup: int) -> dict:
-    """One configuration: builds its step and times it."""
+    """One configuration: builds its step and times it.
+
+    ``samples_per_s`` is the batch over the median step time, so one slow step (a page fault, a
+    burst of other work on the machine) cannot decide a comparison; ``samples_per_s_mean`` is over
+    the total time, and ``step_ms_p90``/``step_ms_max`` show how unsteady the steps were.
+    """
     torch.manual_seed(cfg.seed)
     step = TrainStep(method, cfg, ctx, iters_per_epoch=max(1, warmup + steps))
     timing = time_steps(step, batches, steps, warmup)
-    rate = steps * cfg.batch_size_per_gpu / timing["seconds"]
+    rate = 1000 * cfg.batch_size_per_gpu / timing["step_ms_median"]
     return {"switches": vars(step.switches), "samples_per_s": round(rate, 2),
+            "samples_per_s_mean": round(steps * cfg.batch_size_per_gpu / timing["seconds"], 2),
             "crops_per_s": round(rate * len(step.model.policy.views()), 1), **timing}
 
 

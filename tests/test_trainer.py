@@ -179,3 +179,17 @@ def test_a_checkpoint_from_before_the_method_registry_resumes_as_mokd(reference_
     torch.save(old, out / "old.pth")
     assert train_main(_flags(photo_folder, out, "--resume", str(out / "old.pth"), "--tensorboard", "False")) == 0
     _assert_same_training_state(_load(reference_run / "checkpoint.pth"), _load(out / "checkpoint.pth"))
+
+
+def test_log_rates_leave_out_checkpoint_writes() -> None:
+    """A window with a slow checkpoint write between its steps reports the steps' rate, not the write's."""
+    from mokd_fast.run_log import Throughput
+
+    meter = Throughput()
+    meter.window_start -= 2.0  # two steps that took 1 s each ...
+    meter.stepped()
+    meter.stepped()
+    meter.window_start -= 10.0  # ... and a 10 s checkpoint write, reported as outside the steps
+    meter.outside(10.0)
+    rate, _ = meter.window(samples_per_step=4)
+    assert 3.9 < rate < 4.1 and meter.run_outside == 10.0
