@@ -67,25 +67,12 @@ class MOKD(Method):
     def trainable(self) -> nn.Module:
         return self.students
 
-    def distribute(self, device: torch.device, sync_bn: bool = True, static_graph: bool = True,
-                   bucket_view: bool = True) -> None:
-        """Wraps the students in one DDP (one gradient reduction for both models; keys unchanged).
-
-        With ``sync_bn`` on CUDA the CNN student and teacher use SyncBatchNorm, as official: the
-        teacher then normalises with the global batch's statistics too. On CPU (gloo) each rank keeps
-        its own batch statistics.
-
-        Raises:
-            ValueError: ``single_backward`` is off: one DDP reduces once per step, so the official two
-                backward passes (one DDP per student there) cannot run under it. Their gradients equal
-                the single pass's (tested), so nothing is lost by keeping it on.
-        """
-        if not self.cfg.single_backward:
-            raise ValueError("single_backward=False (two backward passes) cannot run under DDP, which wraps both "
-                             "students once; keep --single_backward True (same gradients, tested)")
-        super().distribute(device, sync_bn, static_graph, bucket_view)
-
     def convert_sync_batchnorm(self) -> nn.Module:
+        """The CNN student and teacher in SyncBatchNorm, as official.
+
+        The teacher then normalises with the global batch's statistics too. The official code wraps one
+        DDP per student; here one wraps both (``trainable()``), with the same gradients.
+        """
         for pair in (self.students, self.teachers):
             pair.cnn = nn.SyncBatchNorm.convert_sync_batchnorm(pair.cnn)
         self.ema = TeacherEMA(self.students, self.teachers, fused=self.cfg.fused_ema)

@@ -175,3 +175,10 @@ def test_eval_tools_read_each_peer_of_a_dogo_checkpoint(dogo_run) -> None:
         peer.eval()
         with torch.no_grad():
             torch.testing.assert_close(FeatureNet(loaded)(images), peer.encoder(images))
+
+
+def test_two_backward_passes_are_refused_under_ddp() -> None:
+    step = _step()
+    step.model.cfg.single_backward = False
+    with pytest.raises(ValueError, match="single_backward"):
+        step.model.distribute(torch.device("cpu"))

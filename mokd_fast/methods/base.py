@@ -151,7 +151,15 @@ class Method(nn.Module):
         SyncBatchNorm has no CPU kernel: ``sync_bn`` applies on CUDA only. ``static_graph`` requires
         that every step give the same parameters gradients; ``bucket_view`` lets gradients live in
         the all-reduce buckets.
+
+        Raises:
+            ValueError: ``single_backward`` is off: one DDP reduces once per step, so separate backward
+                passes per total cannot run under it. The single pass gives the same gradients when no
+                two totals share a parameter (tested for every method), so nothing is lost.
         """
+        if not self.single_backward:
+            raise ValueError("single_backward=False (one backward pass per optimiser) cannot run under DDP, which "
+                             "wraps the trained modules once; keep --single_backward True (same gradients, tested)")
         module = self.trainable()
         if sync_bn and device.type == "cuda":
             module = self.convert_sync_batchnorm()
