@@ -84,7 +84,8 @@ class Method(nn.Module):
     """Base of every training method; see the module docstring for the contract.
 
     Subclasses set ``name`` and ``configs``, build their modules in ``__init__(cfg, train)``, and
-    implement ``make_policy``, ``trainable``, ``optimizers``, ``schedules``, ``losses`` and ``eval_backbones``. The other
+    implement ``make_policy``, ``trainable``, ``optimizers``, ``schedules``, ``losses``, ``eval_backbones``,
+    ``describe``, ``checkpoint_state`` and ``load_checkpoint_state``. The other
     members have defaults that fit a method whose trainable part is one module with no teacher.
 
     Attributes:
@@ -190,13 +191,11 @@ class Method(nn.Module):
 
     def describe(self) -> str:
         """One line naming the models and their sizes, for the start of the run."""
-        parts = [f"{name} ({sum(p.numel() for p in module.parameters()) / 1e6:.1f}M)"
-                 for name, (module, _) in self.eval_backbones().items()]
-        return f"{self.name.upper()} " + " + ".join(parts)
+        raise NotImplementedError
 
     def checkpoint_state(self) -> dict[str, Any]:
         """The method's checkpoint entries (the engine adds optimisers, scalers, epoch, its own block)."""
-        return {"model": {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}}
+        raise NotImplementedError
 
     def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
         """Loads ``checkpoint_state()``'s entries; returns the rest of ``ckpt``.
@@ -204,10 +203,4 @@ class Method(nn.Module):
         Raises:
             ValueError: The entries are missing or do not fit this model; the message says which.
         """
-        if "model" not in ckpt:
-            raise ValueError(f"no 'model' entry: not a {self.name} checkpoint (keys: {sorted(ckpt)[:8]})")
-        try:
-            self.load_state_dict(ckpt["model"])
-        except RuntimeError as err:
-            raise ValueError(f"the {self.name} weights do not fit this model: {err}") from err
-        return {k: v for k, v in ckpt.items() if k != "model"}
+        raise NotImplementedError
