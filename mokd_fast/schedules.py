@@ -66,3 +66,20 @@ class StepSchedules:
     def values(self, step: int) -> dict[str, float]:
         """This step's value of every array, for the log and ``StepInfo``."""
         return {name: float(array[step]) for name, array in self.arrays.items()}
+
+
+def epoch_cosine_schedule(base_value: float, peak_value: float, epochs: int, iters_per_epoch: int,
+                          warmup_epochs: int = 0) -> np.ndarray:
+    """Per-iteration values constant within each epoch, as SEED's ``adjust_learning_rate`` sets them.
+
+    Epoch ``e`` < ``warmup_epochs``: ``base + (peak - base) * e / warmup_epochs``; afterwards
+    ``peak * (1 + cos(pi * e / epochs)) / 2`` (the cosine counts from epoch 0, so it does not restart
+    after the warm-up, and it ends one epoch short of 0).
+
+    Returns:
+        ``[epochs * iters_per_epoch]`` float64 array.
+    """
+    e = np.arange(epochs, dtype=np.float64)
+    cosine = peak_value * 0.5 * (1 + np.cos(np.pi * e / epochs))
+    warm = base_value + (peak_value - base_value) * e / max(warmup_epochs, 1)
+    return np.repeat(np.where(e < warmup_epochs, warm, cosine), iters_per_epoch)

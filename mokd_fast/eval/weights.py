@@ -15,7 +15,8 @@ from mokd_fast.errors import UsageError
 from mokd_fast.models.cnn import CNN_ALIASES, build_cnn, small_image_stem
 from mokd_fast.models.vit import VIT_ALIASES, build_vit
 
-CHECKPOINT_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit", "peer_1", "peer_2")  # MOKD, DoGo
+CHECKPOINT_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit", "peer_1", "peer_2",
+                   "student")  # MOKD, DoGo, SEED
 # Classifier weights a supervised or exported checkpoint may carry; the frozen backbone drops them.
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias", "head.weight", "head.bias", "classifier.weight", "classifier.bias")
 
@@ -46,28 +47,31 @@ def is_vit_arch(arch: str, state: dict[str, torch.Tensor] | None = None) -> bool
     return arch not in CNN_ALIASES and any(part in arch.lower() for part in ("vit", "deit"))
 
 
-def _is_state_dict(obj: Any) -> bool:
+def is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def _select(ckpt: Any, key: str | None, path: str) -> tuple[dict[str, torch.Tensor], Any]:
-    """The state dict under ``key`` (or the whole file when it is one) and the file's arch entry."""
-    if _is_state_dict(ckpt):
+def select_state(ckpt: Any, key: str | None, path: str, file_flag: str = "--pretrained_weights",
+                 key_flag: str = "--checkpoint_key") -> tuple[dict[str, torch.Tensor], Any]:
+    """The state dict under ``key`` (or the whole file when it is one) and the file's arch entry.
+
+    ``file_flag`` and ``key_flag`` name the flags that chose the file and key, for the messages.
+    """
+    if is_state_dict(ckpt):
         return ckpt, None
     if not isinstance(ckpt, dict):
-        raise UsageError(f"--pretrained_weights {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
-    models = sorted(k for k, v in ckpt.items() if _is_state_dict(v))
+        raise UsageError(f"{file_flag} {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    models = sorted(k for k, v in ckpt.items() if is_state_dict(v))
     if key is None:
-        raise UsageError(f"--pretrained_weights {path} holds several state dicts {models}; pick one with "
-                         "--checkpoint_key")
-    if key not in ckpt or not _is_state_dict(ckpt[key]):
-        raise UsageError(f"--pretrained_weights {path} has no state dict under --checkpoint_key {key!r}; "
+        raise UsageError(f"{file_flag} {path} holds several state dicts {models}; pick one with {key_flag}")
+    if key not in ckpt or not is_state_dict(ckpt[key]):
+        raise UsageError(f"{file_flag} {path} has no state dict under {key_flag} {key!r}; "
                          f"it has {models} (all keys: {sorted(ckpt)})")
     arch_entry = f"arch_{key.rsplit('_', 1)[-1]}"  # teacher_cnn -> arch_cnn, student_vit -> arch_vit, peer_1 -> arch_1
     return ckpt[key], ckpt.get(arch_entry, ckpt.get("arch"))
 
 
-def _backbone_entries(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def backbone_entries(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Backbone keys without ``module.``/``backbone.`` (MOKD) or ``encoder.[net.]`` (DoGo); heads are dropped."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
     for prefix in ("backbone.", "encoder."):
@@ -111,15 +115,34 @@ def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
     if not Path(path).is_file():
         raise UsageError(f"--pretrained_weights {path}: no such file")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state, saved_arch = _select(ckpt, key, str(path))
-    where = f"{path}[{key!r}]" if key and not _is_state_dict(ckpt) else str(path)
+    state, saved_arch = select_state(ckpt, key, str(path))
+    where = f"{path}[{key!r}]" if key and not is_state_dict(ckpt) else str(path)
     if arch and saved_arch and arch != saved_arch:
         raise UsageError(f"architecture mismatch: {where} was trained as {saved_arch!r} but --arch is {arch!r}; "
                          f"drop --arch or pass --arch {saved_arch}")
     arch = arch or saved_arch
     if not arch:
         raise UsageError(f"{where} does not record its architecture; pass --arch")
-    state = _backbone_entries(state)
+    module = backbone_from_state(backbone_entries(state), arch, where, patch_size)
+    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) and not is_state_dict(ckpt) else None
+    return _loaded(module.eval(), arch, epoch)
+
+
+def backbone_from_state(state: dict[str, torch.Tensor], arch: str, where: str,
+                        patch_size: int | None = None) -> nn.Module:
+    """Builds ``arch`` and loads ``state`` (backbone keys only) into it, every key and shape checked.
+
+    The patch size of a ViT and the CIFAR stem of a torchvision ResNet are read from the weights.
+
+    Args:
+        state: Backbone weights, prefixes already removed.
+        arch: Official alias or timm name.
+        where: The weights' origin, for messages (``file[key]``).
+        patch_size: The ViT patch size asked for; ``None`` reads it from the weights.
+
+    Raises:
+        UsageError: The weights do not fit ``arch``: the missing, unexpected and misshaped keys are named.
+    """
     proj = state.get("patch_embed.proj.weight")
     saved_patch = int(proj.shape[-1]) if proj is not None and proj.ndim == 4 else None
     if patch_size and saved_patch and patch_size != saved_patch:
@@ -138,8 +161,7 @@ def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
             f"{missing[:4]}, {len(unexpected)} unexpected {unexpected[:4]}, {len(wrong)} of another shape "
             f"{wrong[:2]}; check --arch (and --patch_size for a ViT)")
     module.load_state_dict(state)
-    epoch = ckpt.get("epoch") if isinstance(ckpt, dict) and not _is_state_dict(ckpt) else None
-    return _loaded(module.eval(), arch, epoch)
+    return module
 
 
 def _loaded(module: nn.Module, arch: str, epoch: Any) -> LoadedBackbone:

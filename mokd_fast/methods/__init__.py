@@ -47,6 +47,9 @@ METHODS: dict[str, MethodEntry] = {
     "dogo": MethodEntry("mokd_fast.methods.dogo.method:DoGo", "mokd_fast.methods.dogo.config:DoGoConfig",
                         "mokd_fast.methods.dogo.config:DoGoTrainConfig",
                         "DoGo (CVPRW 2021): two self-supervised peers distilling their similarity structure"),
+    "seed": MethodEntry("mokd_fast.methods.seed.method:SEED", "mokd_fast.methods.seed.config:SEEDConfig",
+                        "mokd_fast.methods.seed.config:SEEDTrainConfig",
+                        "SEED (ICLR 2021): a small student distils a frozen self-supervised teacher"),
 }
 
 

@@ -40,13 +40,16 @@ class EmbeddingQueue(nn.Module):
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()
-    def enqueue(self, keys: torch.Tensor) -> None:
+    def enqueue(self, keys: torch.Tensor, gathered: bool = False) -> None:
         """Writes every rank's ``keys`` (``[B, D]``, normalised; all-gathered under DDP) after the pointer.
+
+        ``gathered``: ``keys`` already hold every rank's rows (``gather_rows``), e.g. when one
+        all-gather served several queues.
 
         Raises:
             ValueError: The global batch is larger than the queue.
         """
-        rows = gather_rows(keys)  # [W * B, D], the official concat_all_gather order
+        rows = keys.detach() if gathered else gather_rows(keys)  # [W * B, D], the official concat_all_gather order
         size = self.queue.shape[0]
         if rows.shape[0] > size:
             raise ValueError(f"{rows.shape[0]} embeddings per step do not fit a queue of {size}; "

@@ -14,15 +14,13 @@ Every output is L2-normalised, as the official forwards return them. Each view i
 pass (BatchNorm statistics per view), as official.
 """
 
-import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from mokd_fast.methods.dogo.config import HEADS, SIMSIAM_WIDTH
-from mokd_fast.models.cnn import CNN_ALIASES, build_cnn, small_image_stem
-from mokd_fast.models.vit import VIT_ALIASES, build_vit, vit_tokens
-
+from mokd_fast.models.cnn import CNN_ALIASES, small_image_stem
+from mokd_fast.models.features import build_feature_backbone
 
 
 class Encoder(nn.Module):
@@ -40,12 +38,6 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self._features(self.net, x)
-
-
-def _is_timm_vit(arch: str) -> bool:
-    """A timm model defined with the VisionTransformer class (vision_transformer.py, deit.py)."""
-    return timm.is_model(arch) and timm.models.model_entrypoint(arch).__module__ in (
-        "timm.models.vision_transformer", "timm.models.deit")
 
 
 def build_encoder(arch: str, small_images: bool, keep_fc: bool = False, patch_size: int = 16) -> tuple[nn.Module, int]:
@@ -68,11 +60,8 @@ def build_encoder(arch: str, small_images: bool, keep_fc: bool = False, patch_si
         width = net.fc.in_features
         net.fc = nn.Identity()
         return net, width
-    if arch in VIT_ALIASES or _is_timm_vit(arch):
-        vit = build_vit(arch, patch_size, drop_path_rate=0.0)
-        return Encoder(vit, lambda net, x: vit_tokens(net, x)[0]), vit.embed_dim
-    cnn = build_cnn(arch)
-    return Encoder(cnn.module, lambda net, x: cnn.feature_map(net, x).mean(dim=(2, 3))), cnn.num_features
+    backbone = build_feature_backbone(arch, patch_size)
+    return Encoder(backbone.module, backbone.features), backbone.width
 
 
 class SimCLRHead(nn.Module):
