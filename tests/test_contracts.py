@@ -110,6 +110,8 @@ TINY_METHODS = {
               "input_size": 32, "local_crops_number": 2, "epochs": 2, "warmup_teacher_temp_epochs_cnn": 1,
               "warmup_teacher_temp_epochs_vit": 1}, {"optimizer": "sgd", "lr_cnn": 0.1, "warmup_epochs": 1}),
     "dogo": ({"image_size": 32, "n_proj_1": 16, "epochs": 2}, {}),
+    "seed": ({"teacher_arch": "resnet18", "teacher_format": "moco", "global_size": 32, "local_crops_number": 2,
+              "local_size": 16, "queue_size": 32, "epochs": 2}, {}),
 }
 CPU = torch.device("cpu")
 
@@ -135,7 +137,7 @@ def test_every_method_declares_its_name_settings_and_flags(name) -> None:
         for field in fields(config_cls):
             assert field.name in actions and actions[field.name].help, (name, field.name)
     others = {f.name for other in METHODS if other != name for c in METHODS[other].config_classes()[:1]
-              for f in fields(c)} - {f.name for f in fields(entry.config_classes()[0])}
+              for f in fields(c)} - {f.name for c in entry.config_classes() for f in fields(c)}
     assert not others & set(actions), f"--method {name} offers another method's flags {sorted(others & set(actions))}"
     method, train = parse_config(["--method", name])
     assert type(method) is entry.config_classes()[0] and type(train) is entry.config_classes()[1]

@@ -42,7 +42,7 @@ class FrozenTeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self._features(self.backbone, x)  # [N, d], autocast dtype
         with torch.autocast(x.device.type, enabled=False):
-            return self.head(f.float())  # [N, D] fp32
+            return self.head(f.float() if f.dtype in (torch.float16, torch.bfloat16) else f)  # [N, D], fp32 at least
 
     def digest(self) -> str:
         """SHA-256 of every weight and buffer: a resumed run checks it has the same teacher."""

@@ -196,25 +196,29 @@ def _timm(state: Any, path: str, arch: str | None) -> FrozenTeacher:
     return FrozenTeacher(module, features, None, width, f"{arch} ({width}-d pooled) from {path}")
 
 
-def random_teacher(cfg: SEEDConfig) -> FrozenTeacher:
-    """A randomly initialised teacher of ``--teacher_arch`` (benchmarks and tests): with ``--teacher_format moco``
-    a MoCo-v2 torchvision ResNet with its 128-d MLP, otherwise the pooled backbone."""
+def random_teacher(cfg: SEEDConfig, seed: int = 0) -> FrozenTeacher:
+    """A randomly initialised teacher of ``--teacher_arch`` for benchmarks and tests, drawn from ``seed`` (so a
+    resumed run rebuilds the same one): with ``--teacher_format moco`` a MoCo-v2 torchvision ResNet with its
+    128-d MLP, otherwise the pooled backbone."""
     arch = cfg.teacher_arch
-    if cfg.teacher_format == "moco" and cfg.teacher_embedding != "backbone":
-        if arch not in CNN_ALIASES:
-            raise UsageError(f"--teacher_format moco needs a torchvision ResNet --teacher_arch, not {arch!r}")
-        net = CNN_ALIASES[arch]()
-        net.fc = nn.Identity()
-        width = _width(net)
-        head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 128))
-        return FrozenTeacher(net, _resnet_feature, head, 128, f"random MoCo-v2 {arch} + MLP (128-d): benchmark only")
-    backbone = build_feature_backbone(arch)
+    moco = cfg.teacher_format == "moco" and cfg.teacher_embedding != "backbone"
+    if moco and arch not in CNN_ALIASES:
+        raise UsageError(f"--teacher_format moco needs a torchvision ResNet --teacher_arch, not {arch!r}")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if moco:
+            net = CNN_ALIASES[arch]()
+            net.fc = nn.Identity()
+            width = _width(net)
+            head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 128))
+            return FrozenTeacher(net, _resnet_feature, head, 128, f"random MoCo-v2 {arch} + MLP (128-d), benchmark only")
+        backbone = build_feature_backbone(arch)
     return FrozenTeacher(backbone.module, backbone.features, None, backbone.width,
-                         f"random {arch} ({backbone.width}-d pooled): benchmark only")
+                         f"random {arch} ({backbone.width}-d pooled), benchmark only")
 
 
-def load_teacher(cfg: SEEDConfig) -> FrozenTeacher:
-    """The teacher ``cfg`` names, frozen, on the CPU.
+def load_teacher(cfg: SEEDConfig, seed: int = 0) -> FrozenTeacher:
+    """The teacher ``cfg`` names, frozen, on the CPU (``seed`` draws a random one when no file is given).
 
     Raises:
         UsageError: No such file, an unreadable or unknown format, a missing key or architecture, or
@@ -224,7 +228,7 @@ def load_teacher(cfg: SEEDConfig) -> FrozenTeacher:
         if not cfg.teacher_arch:
             raise UsageError("--teacher: give the teacher's checkpoint (or, for a benchmark, --teacher_arch for a "
                              "randomly initialised teacher)")
-        return random_teacher(cfg)
+        return random_teacher(cfg, seed)
     path = cfg.teacher
     if not Path(path).is_file():
         raise UsageError(f"--teacher {path}: no such file")
