@@ -5,9 +5,11 @@ photograph bundled with scikit-image, varied crops and sizes, saved as JPEG), co
 ``tools/convert_dataset.py --format dali`` into ``demo_output/photos-dali`` (the whole user path:
 the DALI pipeline is the fastest backend measured on CPU), then runs ``train.py`` with the method's
 demo recipe and the default ``--pipeline auto``: MOKD (``configs/demo_cpu.yaml``, resnet18 +
-vit_tiny) into ``demo_output/run``, or with ``--method dogo`` DoGo (``configs/demo_dogo_cpu.yaml``,
-two ResNet-18 peers) into ``demo_output/run-dogo``; progress bar with samples/s, log.jsonl,
-TensorBoard events and checkpoints. Extra arguments go to ``train.py``.
+vit_tiny) into ``demo_output/run``, with ``--method dogo`` DoGo (``configs/demo_dogo_cpu.yaml``,
+two ResNet-18 peers) into ``demo_output/run-dogo``, or with ``--method seed`` SEED
+(``configs/demo_seed_cpu.yaml``: the MOKD demo's CNN teacher distilled into a MobileNetV3, after
+running the MOKD demo if its checkpoint is not there) into ``demo_output/run-seed``; progress bar
+with samples/s, log.jsonl, TensorBoard events and checkpoints. Extra arguments go to ``train.py``.
 """
 
 import argparse
@@ -21,7 +23,9 @@ from mokd_fast.sample_images import write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 # --method -> (demo recipe, run directory under demo_output)
-DEMOS = {"mokd": ("configs/demo_cpu.yaml", "run"), "dogo": ("configs/demo_dogo_cpu.yaml", "run-dogo")}
+DEMOS = {"mokd": ("configs/demo_cpu.yaml", "run"), "dogo": ("configs/demo_dogo_cpu.yaml", "run-dogo"),
+         "seed": ("configs/demo_seed_cpu.yaml", "run-seed")}
+TEACHER_DEMO = {"seed": "mokd"}  # methods that distil another demo's result -> that demo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,8 +33,18 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     picker = argparse.ArgumentParser(add_help=False)
     picker.add_argument("--method", choices=tuple(DEMOS), default="mokd")
-    recipe, run_name = DEMOS[picker.parse_known_args(args)[0].method]
+    method = picker.parse_known_args(args)[0].method
+    recipe, run_name = DEMOS[method]
     root = Path("demo_output")
+    if method in TEACHER_DEMO and "--teacher" not in args:
+        source = TEACHER_DEMO[method]
+        teacher = root / DEMOS[source][1] / "checkpoint.pth"
+        if not teacher.is_file():
+            print(f"{method} distils a pre-trained teacher: running the {source} demo first")
+            status = main(["--method", source])
+            if status != 0:
+                return status
+        args = [*args, "--teacher", str(teacher)]
     photos = write_image_folder(root / "photos", images_per_class=12)
     print(f"wrote {sum(1 for _ in photos.rglob('*.jpg'))} JPEGs in {len(list(photos.iterdir()))} classes to {photos}")
     shards, run = root / "photos-dali", root / run_name

@@ -12,10 +12,13 @@ it (losses, centres, clipping, optimisers, EMA, launch gaps) is overhead to find
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from mokd_fast.config import MOKDConfig
+from mokd_fast.methods.seed.config import SEEDConfig
+from mokd_fast.methods.seed.parts import seed_part_functions
 from mokd_fast.models.branches import CNNBranch, ViTBranch
 from mokd_fast.models.vit import vit_tokens
 from mokd_fast.mokd import MOKD
@@ -148,11 +151,21 @@ def part_functions(method: MOKDConfig, cfg: TrainConfig, device: torch.device, b
     }
 
 
-def time_parts(method: MOKDConfig, cfg: TrainConfig, device: torch.device, batch: MultiCropBatch,
-               steps: int, warmup: int) -> dict:
-    """Median and p90 milliseconds of each piece, their sum, and the samples/s bound it implies."""
+def time_parts(method: Any, cfg: Any, device: torch.device, batch: MultiCropBatch, steps: int, warmup: int) -> dict:
+    """Median and p90 milliseconds of each piece, their sum, and the samples/s bound it implies.
+
+    ``method``: MOKD's settings (the pieces above) or SEED's (``methods/seed/parts.py``: student and teacher).
+
+    Raises:
+        ValueError: The method has no breakdown into parts.
+    """
     cuda = device.type == "cuda"
-    parts = part_functions(method, cfg, device, batch)
+    if isinstance(method, MOKDConfig):
+        parts = part_functions(method, cfg, device, batch)
+    elif isinstance(method, SEEDConfig):
+        parts = seed_part_functions(method, cfg, device, batch)
+    else:
+        raise ValueError(f"no parts breakdown for {type(method).__name__}; --parts covers MOKD and SEED")
     figures = {}
     for name, fn in parts.items():
         times = []

@@ -47,3 +47,17 @@ def test_step_mode_times_dogo_beside_its_official_execution(tmp_path) -> None:
     assert ours["samples_per_s"] > 0 and baseline["samples_per_s"] > 0 and record["flops_per_sample"] > 0
     parts = subprocess.run([*cmd[:-2], "--parts"], capture_output=True, text=True)
     assert parts.returncode == 2 and "for --method dogo use --mode step or e2e" in parts.stderr
+
+
+def test_step_mode_times_seed_with_its_parts_and_the_teachers_share(tmp_path) -> None:
+    out = tmp_path / "seed.json"
+    cmd = [sys.executable, str(REPO / "tools/benchmark.py"), "--mode", "step", "--method", "seed", "--teacher_arch",
+           "resnet18", "--student_arch", "resnet18", "--global_size", "32", "--patches", "2", "--local_size", "16",
+           "--batch_size_per_gpu", "4", "--steps", "1", "--warmup", "1", "--baseline", "--parts", "--device", "cpu",
+           "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    record = json.loads(out.read_text())
+    assert (record["method"], record["student_arch"], record["views"]) == ("seed", "resnet18", "1x32 + 2x16")
+    assert [r["variant"] for r in record["runs"]] == ["ours", "baseline"]
+    assert set(record["parts"]["parts"]) == {"student", "teacher"} and record["ours_over_bound"] > 0
+    assert 0 < record["teacher_share_of_step"] < 1.5

@@ -45,9 +45,12 @@ def test_smoke_runs_every_part_and_writes_the_summary(tmp_path) -> None:
     assert [r["variant"] for r in records["step_ablate"]["runs"]][:2] == ["ours", "-fused_optim"]
     assert records["step_dogo"]["method"] == "dogo" and [r["variant"] for r in records["step_dogo"]["runs"]] == [
         "ours", "baseline"]
+    assert records["step_seed"]["method"] == "seed" and set(records["step_seed"]["parts"]["parts"]) == {
+        "student", "teacher"} and records["step_seed"]["teacher_share_of_step"] > 0
     text = (tmp_path / "out" / "summary.md").read_text()
     for heading in ("## Machine", "## Dataset", "## Data pipelines", "## Step (synthetic batches)", "## End to end",
-                    "## Profile of our step", "## GPU tests", "## Step ablation", "## DoGo step"):
+                    "## Profile of our step", "## GPU tests", "## Step ablation", "## DoGo step",
+                    "## SEED step"):
         assert heading in text, heading
     # What the device tool brings back (at most 8 files): the summary, the table and the log only.
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["suite.log", "summary.json", "summary.md"]

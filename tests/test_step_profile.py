@@ -78,3 +78,14 @@ def test_parts_run_the_pieces_they_name_and_sum_to_the_bound() -> None:
     total = sum(p["ms_median"] for p in figures["parts"].values())
     assert abs(figures["bound_ms"] - total) < 1e-2
     assert abs(figures["bound_samples_per_s"] - 1000 * 2 / figures["bound_ms"]) < 0.05
+
+
+def test_profile_of_a_seed_step_shows_the_teacher_beside_the_student() -> None:
+    from mokd_fast.methods.seed.config import SEEDConfig, SEEDTrainConfig
+
+    cfg = SEEDConfig(teacher_arch="resnet18", teacher_format="moco", global_size=32, queue_size=16)
+    step = TrainStep(cfg, SEEDTrainConfig(batch_size_per_gpu=2, device="cpu"), CPU, iters_per_epoch=4)
+    record = profile_step(step, synthetic_batches(step.model.policy, 2, CPU.device), steps=1, warmup=1)
+    regions = {r["region"]: r["ms_per_step"] for r in record["regions"]}
+    for name in ("student", "student [bwd]", "teacher", "losses", "optimizer"):
+        assert regions.get(name, 0) > 0, name

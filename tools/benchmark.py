@@ -231,6 +231,11 @@ def _train_setup(args: argparse.Namespace):
                             local_crops_number=args.local_crops_number)
         cfg = train_cls(optimizer=args.optimizer, global_crops_scale=(0.25, 1.0), local_crops_scale=(0.05, 0.25),
                         **common)
+    elif args.method == "seed":
+        teacher = {"teacher": args.teacher} if args.teacher else {"teacher_format": "moco"}
+        method = method_cls(**teacher, teacher_arch=args.teacher_arch, student_arch=args.student_arch,
+                            global_size=args.global_size, local_crops_number=args.patches, local_size=args.local_size)
+        cfg = train_cls(**common)
     else:
         method = method_cls(arch_1=args.arch_1, arch_2=args.arch_2, image_size=args.global_size)
         cfg = train_cls(**common)
@@ -240,8 +245,10 @@ def _train_setup(args: argparse.Namespace):
 
 def _train_figures(args: argparse.Namespace, policy) -> dict:
     """The record's description of the trained models and views."""
-    models = ({"arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim}
-              if args.method == "mokd" else {"arch_1": args.arch_1, "arch_2": args.arch_2})
+    models = {"mokd": {"arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim},
+              "dogo": {"arch_1": args.arch_1, "arch_2": args.arch_2},
+              "seed": {"teacher": args.teacher or f"random {args.teacher_arch}", "student_arch": args.student_arch}}
+    models = models[args.method]
     return {"method": args.method, **models, "batch_size_per_gpu": args.batch_size_per_gpu,
             "views": policy.summary()}
 
@@ -282,9 +289,9 @@ def bench_train(args: argparse.Namespace) -> dict:
         # Switches off by default on this device are timed turned on, the evidence for the default.
         variants += [(f"+{n}", {n}, False) for n in ("compile", "channels_last") if n not in on_here]
     figures = {"pipeline": pipeline, **_machine(device), **_train_figures(args, policy),
-               "optimizer": args.optimizer if args.method == "mokd" else cfg.optimizer,
+               "optimizer": {"mokd": args.optimizer, "dogo": getattr(cfg, "optimizer", None), "seed": "sgd"}[args.method],
                "global_size": args.global_size, "local_size": args.local_size,
-               "local_crops_number": args.local_crops_number, "steps": args.steps, "warmup": args.warmup, "runs": []}
+               "local_crops_number": policy.local_crops_number, "steps": args.steps, "warmup": args.warmup, "runs": []}
     runs = figures["runs"]
     for label, flip, baseline in variants:
         m, c = with_switches(method, cfg, flip if label.startswith("-") else set(), device, baseline)
@@ -299,6 +306,9 @@ def bench_train(args: argparse.Namespace) -> dict:
         one = next(synthetic_batches(policy, args.batch_size_per_gpu, device))
         figures["parts"] = time_parts(method, cfg, device, one, args.steps, args.warmup)
         figures["ours_over_bound"] = round(runs[0]["samples_per_s"] / figures["parts"]["bound_samples_per_s"], 3)
+        if "teacher" in figures["parts"]["parts"]:  # SEED: what the frozen teacher's forward costs
+            figures["teacher_share_of_step"] = round(
+                figures["parts"]["parts"]["teacher"]["ms_median"] / runs[0]["step_ms_median"], 3)
         print(json.dumps({"parts": figures["parts"], "ours_over_bound": figures["ours_over_bound"]}), flush=True)
         _save(args, figures)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_peak_flops(device)
@@ -321,9 +331,8 @@ def bench_profile(args: argparse.Namespace) -> dict:
     record = profile_step(step, synthetic_batches(policy, args.batch_size_per_gpu, device), args.steps, args.warmup,
                           trace_path=str(args.trace) if args.trace else None)
     print(markdown(record), flush=True)
-    return {**_machine(device), "arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim,
-            "batch_size_per_gpu": args.batch_size_per_gpu, "global_size": args.global_size,
-            "local_size": args.local_size, "local_crops_number": args.local_crops_number,
+    return {**_machine(device), **_train_figures(args, policy), "global_size": args.global_size,
+            "local_size": args.local_size, "local_crops_number": policy.local_crops_number,
             "switches": vars(step.switches), "profile": record}
 
 
@@ -387,13 +396,20 @@ def main(argv: list[str] | None = None) -> int:
                       help="ffcv, nvjpeg: run the photometric ops on the whole batch under masks (the compile-friendly form)")
     train = parser.add_argument_group("--mode step / e2e / profile (also --batch_size_per_gpu, crops, --steps, "
                                       "--warmup, --data)")
-    train.add_argument("--method", default="mokd", choices=["mokd", "dogo"],
-                       help="the method whose step is timed (dogo: --arch_1/--arch_2 peers on --global_size views)")
+    train.add_argument("--method", default="mokd", choices=["mokd", "dogo", "seed"],
+                       help="the method whose step is timed (dogo: --arch_1/--arch_2 peers on --global_size views; "
+                            "seed: --student_arch distilling --teacher or a random --teacher_arch on one --global_size "
+                            "view and --patches small ones)")
     train.add_argument("--arch_cnn", default="resnet50")
     train.add_argument("--arch_vit", default="vit_small")
     train.add_argument("--out_dim", type=int, default=65536)
     train.add_argument("--arch_1", default="resnet18", help="dogo: peer 1's encoder (SimCLR head)")
     train.add_argument("--arch_2", default="resnet18", help="dogo: peer 2's encoder (SimSiam head)")
+    train.add_argument("--student_arch", default="resnet18", help="seed: the student backbone")
+    train.add_argument("--teacher_arch", default="resnet50",
+                       help="seed: the teacher, randomly initialised as a MoCo-v2 ResNet with its 128-d MLP")
+    train.add_argument("--teacher", default="", help="seed: a teacher checkpoint instead (train.py --teacher)")
+    train.add_argument("--patches", type=int, default=0, help="seed: small patches per image (official variant: 6)")
     train.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw", "lars"], help="the CNN's optimiser")
     train.add_argument("--baseline", action="store_true",
                        help="also time the official execution (every switch off, fp16 with scalers on CUDA)")
@@ -422,9 +438,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali, nvjpeg or auto")
     if args.parts and args.mode != "step":
         parser.error("--parts belongs to --mode step (the bound is of the step alone)")
-    if args.method != "mokd" and (args.parts or args.mode == "profile"):
-        parser.error("--parts and --mode profile break down MOKD's step (students, teachers, heads); "
-                     f"for --method {args.method} use --mode step or e2e")
+    if args.method == "dogo" and args.parts:
+        parser.error("--parts breaks down MOKD's and SEED's steps; for --method dogo use --mode step or e2e")
     modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn,
              "profile": bench_profile}
     figures = modes[args.mode](args)

@@ -53,11 +53,19 @@ class Sizes:
     workers: int
     dogo_size: int
     dogo_batch: int
+    seed_teacher: str
+    seed_size: int
+    seed_batch: int
 
     def dogo_flags(self) -> list[str]:
         """DoGo's official template: two ResNet-18 peers on 32-px views, batch 256."""
         return ["--method", "dogo", "--arch_1", "resnet18", "--arch_2", "resnet18", "--global_size",
                 str(self.dogo_size), "--batch_size_per_gpu", str(self.dogo_batch), "--device", self.device]
+
+    def seed_flags(self) -> list[str]:
+        """SEED's common setting: a (random) MoCo-v2 ResNet-50 teacher distilled into a ResNet-18, 224 px, batch 256."""
+        return ["--method", "seed", "--teacher_arch", self.seed_teacher, "--student_arch", "resnet18", "--global_size",
+                str(self.seed_size), "--batch_size_per_gpu", str(self.seed_batch), "--device", self.device]
 
     def model_flags(self) -> list[str]:
         return ["--arch_cnn", self.arch_cnn, "--arch_vit", self.arch_vit, "--out_dim", str(self.out_dim),
@@ -73,10 +81,10 @@ def sizes_for(args: argparse.Namespace) -> Sizes:
     """The issue's figure: resnet50 + vit_small/16, 2x224 + 8x96, batch 64; toy sizes on the CPU for --smoke."""
     cpus = os.cpu_count() or 1
     if args.smoke:
-        return Sizes("cpu", "resnet18", "vit_tiny", 256, 4, 64, 32, 2, 24, 2, 1, 3, 2, 1, 16, 4)
+        return Sizes("cpu", "resnet18", "vit_tiny", 256, 4, 64, 32, 2, 24, 2, 1, 3, 2, 1, 16, 4, "resnet18", 32, 4)
     steps, warmup = (15, 5) if args.quick else (30, 10)
     return Sizes("cuda", "resnet50", "vit_small", 65536, 64, 224, 96, 8, args.images, steps, warmup,
-                 30 if args.quick else 50, 5, cpus, 32, 256)
+                 30 if args.quick else 50, 5, cpus, 32, 256, "resnet50", 224, 256)
 
 
 @dataclass(frozen=True)
@@ -158,6 +166,9 @@ PARTS = (
     Part("step_dogo", (150, 150), False, lambda s, sz: _benchmark(
         s, "step_dogo", "--mode", "step", *sz.dogo_flags(), "--steps", str(sz.steps), "--warmup", str(sz.warmup),
         "--baseline")),
+    Part("step_seed", (180, 180), False, lambda s, sz: _benchmark(
+        s, "step_seed", "--mode", "step", *sz.seed_flags(), "--steps", str(sz.steps), "--warmup", str(sz.warmup),
+        "--baseline", "--parts")),
     Part("gpu_tests", (240, 240), False, _pytest),
     Part("step_ablate", (420, 420), False, lambda s, sz: _benchmark(
         s, "step_ablate", "--mode", "step", *sz.model_flags(), "--steps", str(sz.steps), "--warmup", str(sz.warmup),
@@ -300,7 +311,8 @@ def markdown(summary: dict) -> str:
         lines += [f"| {p} | {r['samples_per_s']} | {r['crops_per_s']} | {r['num_workers']} | {r['steps']} |"
                   for p, r in data.items()]
     for name, title in (("step", "Step (synthetic batches)"), ("step_ablate", "Step ablation"),
-                        ("step_dogo", "DoGo step (two ResNet-18 peers, 4 x 32 px)")):
+                        ("step_dogo", "DoGo step (two ResNet-18 peers, 4 x 32 px)"),
+                        ("step_seed", "SEED step (a random MoCo-v2 teacher distilled into a ResNet-18)")):
         if (record := records.get(name)) and record.get("runs"):
             lines += ["", f"## {title}", "", step_table(record)]
     step_rate = (records.get("step", {}).get("runs") or [{}])[0].get("samples_per_s")

@@ -82,7 +82,8 @@ class SEED(Method):
                              f"{batch.n_global} global views and {'some' if batch.local_crops is not None else 'no'} "
                              "local views")
         groups = [batch.global_crops] + ([batch.local_crops] if n_local else [])  # [B | L*B, 3, H, W] each
-        embeddings = self.run_trainable()(groups)
+        with region("student"):
+            embeddings = self.run_trainable()(groups)  # [B, D], [L*B, D]
         with region("teacher"):
             targets = [self.teacher(x) for x in groups]  # fp32 [B, D], [L*B, D]; no graph
         cfg = self.cfg
