@@ -29,6 +29,8 @@ def _flag_kwargs(annotation: Any) -> dict[str, Any]:
     base = next(a for a in typing.get_args(annotation) if a is not type(None)) if optional else annotation
     if typing.get_origin(base) is tuple:
         item_types = typing.get_args(base)
+        if len(item_types) == 2 and item_types[1] is Ellipsis:  # tuple[str, ...]: one or more values
+            return {"type": item_types[0], "nargs": "+"}
         metavar = ("MIN", "MAX") if len(item_types) == 2 else None
         return {"type": item_types[0], "nargs": len(item_types), "metavar": metavar}
     if base is bool:

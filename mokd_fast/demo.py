@@ -5,11 +5,13 @@ photograph bundled with scikit-image, varied crops and sizes, saved as JPEG), co
 ``tools/convert_dataset.py --format dali`` into ``demo_output/photos-dali`` (the whole user path:
 the DALI pipeline is the fastest backend measured on CPU), then runs ``train.py`` with the method's
 demo recipe and the default ``--pipeline auto``: MOKD (``configs/demo_cpu.yaml``, resnet18 +
-vit_tiny) into ``demo_output/run``, with ``--method dogo`` DoGo (``configs/demo_dogo_cpu.yaml``,
-two ResNet-18 peers) into ``demo_output/run-dogo``, or with ``--method seed`` SEED
+vit_tiny) into ``demo_output/run``; with ``--method dogo`` DoGo (``configs/demo_dogo_cpu.yaml``,
+two ResNet-18 peers) into ``demo_output/run-dogo``; with ``--method seed`` SEED
 (``configs/demo_seed_cpu.yaml``: the MOKD demo's CNN teacher distilled into a MobileNetV3, after
-running the MOKD demo if its checkpoint is not there) into ``demo_output/run-seed``; progress bar
-with samples/s, log.jsonl, TensorBoard events and checkpoints. Extra arguments go to ``train.py``.
+running the MOKD demo if its checkpoint is not there) into ``demo_output/run-seed``; with
+``--method mcl`` MCL-MoCo (``configs/demo_mcl_cpu.yaml``, two ResNet-18 peers) into
+``demo_output/run-mcl``. Progress bar with samples/s, log.jsonl, TensorBoard events and
+checkpoints. Extra arguments go to ``train.py``.
 """
 
 import argparse
@@ -24,7 +26,7 @@ from mokd_fast.sample_images import write_image_folder
 REPO = Path(__file__).resolve().parents[1]
 # --method -> (demo recipe, run directory under demo_output)
 DEMOS = {"mokd": ("configs/demo_cpu.yaml", "run"), "dogo": ("configs/demo_dogo_cpu.yaml", "run-dogo"),
-         "seed": ("configs/demo_seed_cpu.yaml", "run-seed")}
+         "seed": ("configs/demo_seed_cpu.yaml", "run-seed"), "mcl": ("configs/demo_mcl_cpu.yaml", "run-mcl")}
 TEACHER_DEMO = {"seed": "mokd"}  # methods that distil another demo's result -> that demo
 
 

@@ -83,3 +83,17 @@ def epoch_cosine_schedule(base_value: float, peak_value: float, epochs: int, ite
     cosine = peak_value * 0.5 * (1 + np.cos(np.pi * e / epochs))
     warm = base_value + (peak_value - base_value) * e / max(warmup_epochs, 1)
     return np.repeat(np.where(e < warmup_epochs, warm, cosine), iters_per_epoch)
+
+
+def epoch_step_schedule(base_value: float, milestones: tuple[int, ...], epochs: int, iters_per_epoch: int,
+                        factor: float = 0.1) -> np.ndarray:
+    """Per-iteration values constant within each epoch, times ``factor`` at every milestone epoch passed.
+
+    MoCo's ``adjust_learning_rate`` without ``--cos``: ``base * factor ** #{m in milestones: e >= m}``.
+
+    Returns:
+        ``[epochs * iters_per_epoch]`` float64 array.
+    """
+    e = np.arange(epochs)
+    drops = sum((e >= m).astype(np.float64) for m in milestones) if milestones else np.zeros(epochs)
+    return np.repeat(base_value * factor ** drops, iters_per_epoch)

@@ -38,7 +38,7 @@ SWITCHES = {
 
 
 # The precision the official code of each method trains in on CUDA (MOKD's recipe: --use_fp16 True).
-OFFICIAL_CUDA_PRECISION = {"mokd": "fp16", "dogo": "fp32", "seed": "fp16"}  # SEED: AMP hard-coded on
+OFFICIAL_CUDA_PRECISION = {"mokd": "fp16", "dogo": "fp32", "seed": "fp16", "mcl": "fp32"}  # SEED: AMP hard-coded on
 
 
 def switches_on(method: Any, cfg: RunConfig, device: torch.device) -> set[str]:

@@ -61,3 +61,15 @@ def test_step_mode_times_seed_with_its_parts_and_the_teachers_share(tmp_path) ->
     assert [r["variant"] for r in record["runs"]] == ["ours", "baseline"]
     assert set(record["parts"]["parts"]) == {"student", "teacher"} and record["ours_over_bound"] > 0
     assert 0 < record["teacher_share_of_step"] < 1.5
+
+
+def test_step_mode_times_mcl_beside_its_official_execution(tmp_path) -> None:
+    out = tmp_path / "mcl.json"
+    cmd = [sys.executable, str(REPO / "tools/benchmark.py"), "--mode", "step", "--method", "mcl", "--global_size", "32",
+           "--batch_size_per_gpu", "4", "--steps", "1", "--warmup", "1", "--baseline", "--device", "cpu", "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    record = json.loads(out.read_text())
+    assert (record["method"], record["arch_2"], record["views"]) == ("mcl", "resnet18", "2x32")
+    ours, baseline = record["runs"]
+    assert ours["switches"]["fused_optim"] and not baseline["switches"]["fused_optim"]
+    assert ours["samples_per_s"] > 0 and baseline["samples_per_s"] > 0

@@ -112,6 +112,7 @@ TINY_METHODS = {
     "dogo": ({"image_size": 32, "n_proj_1": 16, "epochs": 2}, {}),
     "seed": ({"teacher_arch": "resnet18", "teacher_format": "moco", "global_size": 32, "local_crops_number": 2,
               "local_size": 16, "queue_size": 32, "epochs": 2}, {}),
+    "mcl": ({"archs": ("resnet18", "resnet18"), "global_size": 32, "queue_size": 32, "epochs": 2}, {}),
 }
 CPU = torch.device("cpu")
 

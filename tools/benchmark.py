@@ -236,6 +236,9 @@ def _train_setup(args: argparse.Namespace):
         method = method_cls(**teacher, teacher_arch=args.teacher_arch, student_arch=args.student_arch,
                             global_size=args.global_size, local_crops_number=args.patches, local_size=args.local_size)
         cfg = train_cls(**common)
+    elif args.method == "mcl":
+        method = method_cls(archs=(args.arch_1, args.arch_2), global_size=args.global_size)
+        cfg = train_cls(**common)
     else:
         method = method_cls(arch_1=args.arch_1, arch_2=args.arch_2, image_size=args.global_size)
         cfg = train_cls(**common)
@@ -247,6 +250,7 @@ def _train_figures(args: argparse.Namespace, policy) -> dict:
     """The record's description of the trained models and views."""
     models = {"mokd": {"arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim},
               "dogo": {"arch_1": args.arch_1, "arch_2": args.arch_2},
+              "mcl": {"arch_1": args.arch_1, "arch_2": args.arch_2},
               "seed": {"teacher": args.teacher or f"random {args.teacher_arch}", "student_arch": args.student_arch}}
     models = models[args.method]
     return {"method": args.method, **models, "batch_size_per_gpu": args.batch_size_per_gpu,
@@ -289,7 +293,8 @@ def bench_train(args: argparse.Namespace) -> dict:
         # Switches off by default on this device are timed turned on, the evidence for the default.
         variants += [(f"+{n}", {n}, False) for n in ("compile", "channels_last") if n not in on_here]
     figures = {"pipeline": pipeline, **_machine(device), **_train_figures(args, policy),
-               "optimizer": {"mokd": args.optimizer, "dogo": getattr(cfg, "optimizer", None), "seed": "sgd"}[args.method],
+               "optimizer": {"mokd": args.optimizer, "dogo": getattr(cfg, "optimizer", None), "seed": "sgd",
+                             "mcl": "sgd"}[args.method],
                "global_size": args.global_size, "local_size": args.local_size,
                "local_crops_number": policy.local_crops_number, "steps": args.steps, "warmup": args.warmup, "runs": []}
     runs = figures["runs"]
@@ -396,15 +401,15 @@ def main(argv: list[str] | None = None) -> int:
                       help="ffcv, nvjpeg: run the photometric ops on the whole batch under masks (the compile-friendly form)")
     train = parser.add_argument_group("--mode step / e2e / profile (also --batch_size_per_gpu, crops, --steps, "
                                       "--warmup, --data)")
-    train.add_argument("--method", default="mokd", choices=["mokd", "dogo", "seed"],
-                       help="the method whose step is timed (dogo: --arch_1/--arch_2 peers on --global_size views; "
+    train.add_argument("--method", default="mokd", choices=["mokd", "dogo", "seed", "mcl"],
+                       help="the method whose step is timed (dogo, mcl: --arch_1/--arch_2 peers on --global_size views; "
                             "seed: --student_arch distilling --teacher or a random --teacher_arch on one --global_size "
                             "view and --patches small ones)")
     train.add_argument("--arch_cnn", default="resnet50")
     train.add_argument("--arch_vit", default="vit_small")
     train.add_argument("--out_dim", type=int, default=65536)
-    train.add_argument("--arch_1", default="resnet18", help="dogo: peer 1's encoder (SimCLR head)")
-    train.add_argument("--arch_2", default="resnet18", help="dogo: peer 2's encoder (SimSiam head)")
+    train.add_argument("--arch_1", default="resnet18", help="dogo: peer 1's encoder (SimCLR head); mcl: peer 1")
+    train.add_argument("--arch_2", default="resnet18", help="dogo: peer 2's encoder (SimSiam head); mcl: peer 2")
     train.add_argument("--student_arch", default="resnet18", help="seed: the student backbone")
     train.add_argument("--teacher_arch", default="resnet50",
                        help="seed: the teacher, randomly initialised as a MoCo-v2 ResNet with its 128-d MLP")
@@ -438,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali, nvjpeg or auto")
     if args.parts and args.mode != "step":
         parser.error("--parts belongs to --mode step (the bound is of the step alone)")
-    if args.method == "dogo" and args.parts:
-        parser.error("--parts breaks down MOKD's and SEED's steps; for --method dogo use --mode step or e2e")
+    if args.method in ("dogo", "mcl") and args.parts:
+        parser.error(f"--parts breaks down MOKD's and SEED's steps; for --method {args.method} use --mode step or e2e")
     modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn,
              "profile": bench_profile}
     figures = modes[args.mode](args)

@@ -50,6 +50,9 @@ METHODS: dict[str, MethodEntry] = {
     "seed": MethodEntry("mokd_fast.methods.seed.method:SEED", "mokd_fast.methods.seed.config:SEEDConfig",
                         "mokd_fast.methods.seed.config:SEEDTrainConfig",
                         "SEED (ICLR 2021): a small student distils a frozen self-supervised teacher"),
+    "mcl": MethodEntry("mokd_fast.methods.mcl.method:MCL", "mokd_fast.methods.mcl.config:MCLConfig",
+                       "mokd_fast.methods.mcl.config:MCLTrainConfig",
+                       "MCL-MoCo (AAAI 2022): peers with EMA keys and queues, contrasting within and across peers"),
 }
 
 

@@ -1,0 +1,66 @@
+"""MCL-MoCo's four terms, as the official ``moco/builder_mcl.py`` computes them, in fp32 whatever autocast is active.
+
+For peers i and j, with normalised queries ``q``, keys ``k`` and queues ``Q``:
+``l_i = [q_i . k_i | q_i Q_i] / t`` (a peer against its own key and queue) and
+``l_ij = [q_i . k_j | q_i Q_j] / t`` (against the other peer's). Then
+- ``vcl = sum_i CE(l_i, 0)``, each peer's MoCo InfoNCE;
+- ``svcl = sum_{i != j} KL_T(l_i, sg l_j)``, each peer's own-queue distribution towards the others';
+- ``icl = sum_{i < j} CE(l_ij, 0) + CE(l_ji, 0)``;
+- ``sicl = sum_{i < j} KL_T(l_ij, sg l_ji) + KL_T(l_ji, sg l_ij)``,
+where ``KL_T(s, t) = T^2 KL(softmax(t / T) || softmax(s / T))`` averaged over the batch (official
+``KLDiv``, T = 3). The logits are fp32: the official log-sum-exp over 65,537 columns at 1/0.07 is
+outside fp16's range.
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def contrast_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``[B, 1 + K]``: each query's cosine with its key, then with every queue entry, over the temperature."""
+    pos = (q * k).sum(dim=1, keepdim=True)  # [B, 1]
+    return torch.cat([pos, q @ queue.T], dim=1) / temperature  # [B, 1 + K]
+
+
+def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 KL(softmax(teacher / T) || softmax(student / T))``, batch mean; no gradient to ``teacher``."""
+    log_p = F.log_softmax(student / temperature, dim=1)
+    target = F.softmax(teacher.detach() / temperature, dim=1)
+    return F.kl_div(log_p, target, reduction="batchmean") * temperature ** 2
+
+
+def mcl_moco_losses(q: list[torch.Tensor], k: list[torch.Tensor], queues: list[torch.Tensor],
+                    temperature: float = 0.07, kd_temperature: float = 3.0) -> dict[str, torch.Tensor]:
+    """MCL-MoCo's ``vcl``, ``svcl``, ``icl`` and ``sicl`` (scalars, fp32; fp64 for fp64 inputs).
+
+    Args:
+        q: Per peer, ``[B, D]`` L2-normalised query embeddings of view 0 (with gradients).
+        k: Per peer, ``[B, D]`` L2-normalised key embeddings of view 1 (no gradient flows).
+        queues: Per peer, ``[K, D]`` normalised keys of earlier batches.
+        temperature: Contrastive temperature (official 0.07).
+        kd_temperature: Temperature of the KL terms (official 3).
+    """
+    n = len(q)
+    if not n == len(k) == len(queues) or n < 2:
+        raise ValueError(f"need the same number (>= 2) of queries, keys and queues, got {len(q)}, {len(k)}, {len(queues)}")
+    with torch.autocast(q[0].device.type, enabled=False):
+        q = [_fp32(x) for x in q]
+        k = [_fp32(x.detach()) for x in k]
+        queues = [_fp32(x.detach()) for x in queues]
+        own = [contrast_logits(q[i], k[i], queues[i], temperature) for i in range(n)]  # [B, 1 + K] each
+        zeros = torch.zeros(q[0].shape[0], dtype=torch.long, device=q[0].device)  # the positive is column 0
+        vcl = sum(F.cross_entropy(logits, zeros) for logits in own)
+        svcl = sum(kd_kl(own[i], own[j], kd_temperature) for i in range(n) for j in range(n) if i != j)
+        icl = q[0].new_zeros(())
+        sicl = q[0].new_zeros(())
+        for i in range(n):
+            for j in range(i + 1, n):
+                l_ij = contrast_logits(q[i], k[j], queues[j], temperature)
+                l_ji = contrast_logits(q[j], k[i], queues[i], temperature)
+                icl = icl + F.cross_entropy(l_ij, zeros) + F.cross_entropy(l_ji, zeros)
+                sicl = sicl + kd_kl(l_ij, l_ji, kd_temperature) + kd_kl(l_ji, l_ij, kd_temperature)
+    return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}

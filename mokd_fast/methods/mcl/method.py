@@ -1,0 +1,199 @@
+"""MCL-MoCo as an engine method: N query encoders (one DDP module), their EMA key encoders and queues."""
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+from mokd_fast.ema import TeacherEMA
+from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.mcl.config import MCLConfig, MCLTrainConfig
+from mokd_fast.methods.mcl.losses import mcl_moco_losses
+from mokd_fast.methods.mcl.shuffle import shuffled_slice, step_permutation, unshuffled_slice
+from mokd_fast.methods.mcl.views import mcl_policy
+from mokd_fast.methods.queue import EmbeddingQueue, gather_rows
+from mokd_fast.models.features import build_feature_backbone
+from mokd_fast.optim import make_optimizer
+from mokd_fast.regions import region
+from mokd_fast.schedules import epoch_cosine_schedule, epoch_step_schedule
+from pipelines.batch import MultiCropBatch
+from pipelines.policy import MultiCropPolicy
+
+BASE_BATCH = 256
+
+
+class Encoder(nn.Module):
+    """A peer's query encoder: backbone + fc (``Linear(d, dim)``, official) or MoCo v2's MLP; ``[N, 3, H, W] -> [N, dim]``.
+
+    Keys ``backbone.*`` (what the evaluation and export tools read) and ``head.*``.
+    """
+
+    def __init__(self, arch: str, dim: int, mlp: bool) -> None:
+        super().__init__()
+        built = build_feature_backbone(arch)
+        self.backbone, self.kind, self._features = built.module, built.kind, built.features
+        d = built.width
+        self.head = (nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, dim)) if mlp
+                     else nn.Linear(d, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self._features(self.backbone, x))
+
+
+class Peers(nn.Module):
+    """Every query encoder, the one module DDP wraps; ``forward`` embeds one view with each."""
+
+    def __init__(self, encoders: list[Encoder]) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x`` ``[B, 3, H, W]`` -> per peer ``[B, dim]`` normalised queries."""
+        return [F.normalize(enc(x), dim=1) for enc in self.encoders]
+
+
+class MCL(Method):
+    """MCL-MoCo (AAAI 2022): MoCo per peer plus contrast and distribution matching across peers.
+
+    View 0 goes to every query encoder, view 1 to every key encoder (no symmetrisation, as
+    official). The key encoders follow their query encoders by a constant-momentum EMA after each
+    optimiser step, which gives every forward the same keys as the official update at the start of
+    the next forward; each peer's keys of all ranks are enqueued after the step.
+
+    Args:
+        cfg: Peers, keys, queues and loss; see ``MCLConfig``.
+        train: The training recipe; the official defaults when omitted.
+    """
+
+    name = "mcl"
+    configs = (MCLConfig, MCLTrainConfig)
+
+    def __init__(self, cfg: MCLConfig, train: MCLTrainConfig | None = None) -> None:
+        train = train if train is not None else MCLTrainConfig()
+        super().__init__(cfg, train)
+        self.peers = Peers([Encoder(arch, cfg.dim, cfg.mlp) for arch in cfg.archs])
+        self.keys = copy.deepcopy(self.peers)
+        self.keys.requires_grad_(False)
+        self.queues = nn.ModuleList(EmbeddingQueue(cfg.queue_size, cfg.dim, seed=train.seed + i)
+                                    for i in range(len(cfg.archs)))
+        self.ema = TeacherEMA(self.peers, self.keys, fused=cfg.fused_ema)
+        self._pending: list[torch.Tensor] | None = None  # this step's keys, per peer [B, dim]
+
+    @classmethod
+    def make_policy(cls, cfg: MCLConfig, train: MCLTrainConfig) -> MultiCropPolicy:
+        return mcl_policy(cfg.global_size, cfg.crop_scale, cfg.aug_plus)
+
+    def trainable(self) -> nn.Module:
+        return self.peers
+
+    def distribute(self, device: torch.device, sync_bn: bool = True, static_graph: bool = True,
+                   bucket_view: bool = True) -> None:
+        """DDP over the query encoders; with ``--key_bn sync`` on CUDA, SyncBatchNorm in the key encoders too."""
+        super().distribute(device, sync_bn, static_graph, bucket_view)
+        if self.cfg.key_bn == "sync" and device.type == "cuda":
+            self.keys = nn.SyncBatchNorm.convert_sync_batchnorm(self.keys)
+            self.ema = TeacherEMA(self.peers, self.keys, fused=self.cfg.fused_ema)
+
+    def compile_regions(self) -> None:
+        """Each query and key encoder (one static-shape graph each)."""
+        for encoders in (self.peers.encoders, self.keys.encoders):
+            for enc in encoders:
+                enc.compile(dynamic=False)
+
+    def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
+        """One SGD over every peer (official: ``model.parameters()``, decay on every parameter)."""
+        t = self.train_cfg
+        group = {"params": list(self.peers.parameters()), "weight_decay": t.weight_decay, "momentum": t.momentum}
+        opt = make_optimizer("sgd", [group], fused)
+        return {"peers": OptimizerSpec(opt, [("lr", None)], dict(self.peers.named_parameters()), t.clip_grad)}
+
+    def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
+        """Per epoch: x0.1 at each ``--schedule`` epoch (official), or a cosine with ``--cos``."""
+        t = self.train_cfg
+        lr = t.lr * t.batch_size_per_gpu * world_size / BASE_BATCH if t.scale_lr else t.lr
+        if t.cos:
+            return {"lr": epoch_cosine_schedule(lr, lr, self.epochs, iters_per_epoch)}
+        return {"lr": epoch_step_schedule(lr, t.schedule, self.epochs, iters_per_epoch)}
+
+    @torch.no_grad()
+    def _keys(self, x: torch.Tensor, step: int) -> list[torch.Tensor]:
+        """Per peer ``[B, dim]`` normalised keys of ``x`` (view 1), shuffle-BN across ranks when asked."""
+        shuffle = self.cfg.key_bn == "shuffle" and dist.is_available() and dist.is_initialized() \
+            and dist.get_world_size() > 1
+        if not shuffle:
+            return self.keys(x)
+        perm = step_permutation(x.shape[0] * dist.get_world_size(), self.train_cfg.seed, step, x.device)
+        keys = self.keys(shuffled_slice(x, perm))  # each rank encodes one slice of the permuted global batch
+        back = unshuffled_slice(torch.cat(keys, dim=1), perm)  # [B, N * dim]: one all-gather for every peer
+        return list(back.split(self.cfg.dim, dim=1))
+
+    def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
+        if batch.n_global != 2 or batch.local_crops is not None:
+            raise ValueError(f"MCL needs 2 global views and no local view per image; the batch has {batch.n_global} "
+                             f"global views and {'some' if batch.local_crops is not None else 'no'} local views")
+        view_q, view_k = batch.global_crops.chunk(2)  # [B, 3, H, W] each
+        with region("queries"):
+            q = self.run_trainable()(view_q)
+        with region("keys"):
+            k = self._keys(view_k, info.step)
+        cfg = self.cfg
+        with region("losses"):
+            terms = mcl_moco_losses(q, k, [queue.queue for queue in self.queues], cfg.temperature, cfg.kd_temperature)
+            total = (cfg.weight_vcl * terms["vcl"] + cfg.weight_svcl * terms["svcl"] + cfg.weight_icl * terms["icl"]
+                     + cfg.weight_sicl * terms["sicl"])
+        self._pending = k
+        return Losses(terms, {"peers": total})
+
+    @torch.no_grad()
+    def after_step(self, info: StepInfo) -> None:
+        """Key encoders' EMA, then every rank's keys into each peer's queue (one all-gather)."""
+        self.ema.update(self.cfg.key_momentum)
+        if self._pending is None:
+            return
+        rows = gather_rows(torch.cat(self._pending, dim=1))  # [W * B, N * dim], rank order
+        self._pending = None
+        for queue, keys in zip(self.queues, rows.split(self.cfg.dim, dim=1)):
+            queue.enqueue(keys, gathered=True)
+
+    def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:
+        return {f"peer_{i}": (enc.backbone, enc.kind) for i, enc in enumerate(self.peers.encoders, start=1)}
+
+    def describe(self) -> str:
+        parts = [f"{arch} ({sum(p.numel() for p in enc.parameters()) / 1e6:.1f}M)"
+                 for arch, enc in zip(self.cfg.archs, self.peers.encoders)]
+        return (f"MCL-MoCo {' + '.join(parts)}, EMA keys (m {self.cfg.key_momentum}, {self.cfg.key_bn} BN), "
+                f"queues {len(parts)} x {self.cfg.queue_size} x {self.cfg.dim}")
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Per peer ``peer_i`` (query encoder: what the evaluation tools read), ``arch_i``, ``key_i``; the queues."""
+        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+        out: dict[str, Any] = {}
+        for i, (arch, enc, key) in enumerate(zip(self.cfg.archs, self.peers.encoders, self.keys.encoders), start=1):
+            out |= {f"peer_{i}": cpu(enc), f"arch_{i}": arch, f"key_{i}": cpu(key)}
+        out["mcl_queues"] = {f"queue_{i}": cpu(q) for i, q in enumerate(self.queues, start=1)}
+        return out
+
+    def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
+        n = len(self.cfg.archs)
+        names = [f"{kind}_{i}" for i in range(1, n + 1) for kind in ("peer", "arch", "key")]
+        if any(f"peer_{i}" not in ckpt or f"key_{i}" not in ckpt for i in range(1, n + 1)) or "mcl_queues" not in ckpt:
+            raise ValueError(f"no peer_i/key_i/mcl_queues entries for {n} peers: not an MCL checkpoint of this run "
+                             f"(keys: {sorted(ckpt)[:8]})")
+        for i, arch in enumerate(self.cfg.archs, start=1):
+            saved = ckpt.get(f"arch_{i}")
+            if saved is not None and saved != arch:
+                raise ValueError(f"peer {i} was trained as {saved!r} but --archs has {arch!r}")
+        try:
+            for i, (enc, key, queue) in enumerate(zip(self.peers.encoders, self.keys.encoders, self.queues), start=1):
+                enc.load_state_dict(ckpt[f"peer_{i}"])
+                key.load_state_dict(ckpt[f"key_{i}"])
+                queue.load_state_dict(ckpt["mcl_queues"][f"queue_{i}"])
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(f"the MCL checkpoint does not fit these peers or queues: {err}") from err
+        return {k: v for k, v in ckpt.items() if k not in (*names, "mcl_queues")}
