@@ -1,0 +1,101 @@
+"""L-MCL's losses, as the official ImageNet criterion computes them (winycg/L-MCL @ 2c0901e,
+``losses/imagenet_sup_layer_mcl_meta_loss.py``, ``utils.py: DistillKL``), in fp32 whatever autocast is active.
+
+Every network i has a memory bank ``M_i`` ``[N, D]`` of its last stage's projected embeddings.
+For each image the sampler draws ``idx = [own, pos_k same-class, neg_k other-class]`` indices. For an
+ordered pair of networks (a, b) and a pair of their stages (k, z), with ``e_a = e_ak``, ``e_b = e_bz``:
+- inter-network logits ``l_ab = M_a[idx] e_b / tau`` and ``l_ba = M_b[idx] e_a / tau``:
+  ``icl`` = minus the weighted mean log-probability of the own and same-class columns, summed over
+  both; ``sicl`` = the weighted KL of each towards the other (temperature ``kd_T``);
+- intra-network logits over ``idx[:, 1:]`` (own index dropped): ``M_a[idx'] e_a / tau`` and
+  ``M_a[idx'] e_b / tau`` (official: ``M_a`` for both, ``official_vcl``; ``M_b`` for the second
+  otherwise); ``vcl`` and ``svcl`` the same way with the same-class column as the positive.
+Terms are summed (not averaged) over ordered pairs and stage pairs, each weighted per sample by the
+weight network's ``w`` for that pair. The official code runs one gather and four products per
+pair (128 gathers of ``[B, 8194, 128]`` for two ResNets); a product depends only on the memory and
+the embedding, so here each memory is gathered once and each (memory, network, stage) product
+computed once, the same numbers in ``N^2 S`` products instead of ``4 N (N - 1) S^2``. The official
+log-sum-exp has no max shift; the shifted form used here is the same value (it only differs where
+the official one overflows).
+"""
+
+import torch
+import torch.nn.functional as F
+
+from mokd_fast.methods.mcl.losses import kd_kl
+
+
+def _fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+def weighted_kl(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T^2 / B * sum_n w_n sum_k p_t (log p_t - log p_s)``: the official ``KLDiv`` with per-sample weights ``[B]``."""
+    log_p_s = F.log_softmax(student / temperature, dim=1)
+    log_p_t = F.log_softmax(teacher.detach() / temperature, dim=1)
+    return temperature ** 2 * (weight[:, None] * log_p_t.exp() * (log_p_t - log_p_s)).sum() / student.shape[0]
+
+
+def positive_nll(logits: torch.Tensor, n_pos: int, weight: torch.Tensor) -> torch.Tensor:
+    """``-1/B sum_n w_n mean_{k < n_pos} log_softmax(logits)[n, k]``: the first ``n_pos`` columns are positives."""
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    return -(weight * log_prob[:, :n_pos].mean(dim=1)).mean()
+
+
+def lmcl_memory_losses(embeddings: list[list[torch.Tensor]], rows: list[torch.Tensor], weights: torch.Tensor,
+                       tau: float = 0.07, kd_temperature: float = 3.0, pos_k: int = 1,
+                       official_vcl: bool = True) -> dict[str, torch.Tensor]:
+    """L-MCL's ``vcl``, ``svcl``, ``icl``, ``sicl`` against the memory banks (scalars, fp32).
+
+    Args:
+        embeddings: ``embeddings[i][s]``: network i's stage-s projected, L2-normalised ``[B, D]``.
+        rows: ``rows[i]``: ``M_i[idx]``, ``[B, 1 + pos_k + neg_k, D]`` (no gradient flows).
+        weights: ``[P, B]`` per-sample pair weights in the official pair order (i, then j != i, then
+            stage k of i, then stage z of j); ones without the weight network.
+        tau: Contrastive temperature (official 0.07).
+        kd_temperature: Temperature of the weighted KL terms (official 3).
+        pos_k: Same-class positives per image (official 1).
+        official_vcl: Read ``M_a`` for both intra-network logits, as the official code does.
+    """
+    n = len(embeddings)
+    with torch.autocast(rows[0].device.type, enabled=False):
+        emb = [[_fp32(e) for e in stages] for stages in embeddings]
+        rows = [_fp32(r.detach()) for r in rows]
+        weights = _fp32(weights.detach())
+        # prod[i][j][s] = M_i[idx] . e_js / tau: [B, K], each computed once
+        prod = [[[torch.bmm(rows[i], e.unsqueeze(-1)).squeeze(-1) / tau for e in emb[j]] for j in range(n)]
+                for i in range(n)]
+        vcl = svcl = icl = sicl = weights.new_zeros(())
+        count = 0
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                for k in range(len(emb[a])):
+                    for z in range(len(emb[b])):
+                        w = weights[count]
+                        count += 1
+                        l_ab, l_ba = prod[a][b][z], prod[b][a][k]
+                        sicl = sicl + weighted_kl(l_ab, l_ba, w, kd_temperature) + weighted_kl(l_ba, l_ab, w, kd_temperature)
+                        icl = icl + positive_nll(l_ab, pos_k + 1, w) + positive_nll(l_ba, pos_k + 1, w)
+                        intra_a = prod[a][a][k][:, 1:]
+                        intra_b = (prod[a][b][z] if official_vcl else prod[b][b][z])[:, 1:]
+                        svcl = svcl + weighted_kl(intra_a, intra_b, w, kd_temperature) \
+                            + weighted_kl(intra_b, intra_a, w, kd_temperature)
+                        vcl = vcl + positive_nll(intra_a, pos_k, w) + positive_nll(intra_b, pos_k, w)
+        if count != weights.shape[0]:
+            raise ValueError(f"{weights.shape[0]} pair weights for {count} pairs of networks and stages")
+    return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}
+
+
+def lmcl_classification_losses(logits: list[list[torch.Tensor]], aggregated: list[torch.Tensor], labels: torch.Tensor,
+                               kd_temperature: float = 3.0) -> dict[str, torch.Tensor]:
+    """``cls``: cross-entropy of every stage's and every aggregated classifier; ``kd``: every network's last
+    classifier towards every network's aggregated logits (itself included, as official), ``T^2 KL`` batch mean."""
+    with torch.autocast(labels.device.type, enabled=False):
+        logits = [[_fp32(x) for x in stages] for stages in logits]
+        aggregated = [_fp32(x) for x in aggregated]
+        cls = sum(F.cross_entropy(x, labels) for stages in logits for x in stages)
+        cls = cls + sum(F.cross_entropy(x, labels) for x in aggregated)
+        kd = sum(kd_kl(stages[-1], agg, kd_temperature) for stages in logits for agg in aggregated)
+    return {"cls": cls, "kd": kd}

@@ -1,0 +1,106 @@
+"""L-MCL's per-network memory banks of the training set, and the class-aware index sampler, on the device.
+
+The official code keeps ``memory_i`` ``[N, 128]`` per network (uniform in +-1/sqrt(128/3), not
+normalised at first), and its dataset draws, per image and in numpy on the loader workers, one other
+image of the same class and 8,192 images of other classes (with replacement). Here the sampler is a
+device-side index table (the training set's indices sorted by class, each class's start and count),
+so the draws are a few tensor ops per step, seeded by (seed, step) so a resumed run draws the same.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+
+from mokd_fast.methods.queue import gather_rows
+
+
+class MemoryBanks(nn.Module):
+    """One ``[N, D]`` bank per network, updated from the last stage's embeddings with momentum, in ``state_dict``.
+
+    Args:
+        networks: Number of networks.
+        size: N, the training images.
+        dim: D, the projected width (official 128).
+        seed: Seed of the initial contents (the same on every rank).
+        momentum: Weight of the old row in the update (official ``nce_m`` 0.5).
+    """
+
+    def __init__(self, networks: int, size: int, dim: int, seed: int = 0, momentum: float = 0.5) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        bound = 1.0 / math.sqrt(dim / 3)
+        for i in range(networks):
+            self.register_buffer(f"memory_{i}", torch.rand(size, dim, generator=gen) * (2 * bound) - bound)
+        self.networks, self.momentum = networks, momentum
+
+    def bank(self, i: int) -> torch.Tensor:
+        return getattr(self, f"memory_{i}")
+
+    def rows(self, idx: torch.Tensor) -> list[torch.Tensor]:
+        """Per network ``M_i[idx]`` (``idx`` ``[B, K]`` -> ``[B, K, D]``), detached: one gather per network."""
+        return [self.bank(i)[idx].detach() for i in range(self.networks)]
+
+    @torch.no_grad()
+    def update(self, last: list[torch.Tensor], own: torch.Tensor) -> None:
+        """``M_i[own] <- normalize(m M_i[own] + (1 - m) e_i)`` for every rank's images (one all-gather).
+
+        Args:
+            last: Per network ``[B, D]`` last-stage projected embeddings.
+            own: ``[B]`` the images' dataset indices.
+        """
+        dim = last[0].shape[1]
+        dtype = torch.promote_types(last[0].dtype, torch.float32)  # indices < 2**24 are exact in fp32
+        packed = torch.cat([own[:, None].to(dtype), *(e.to(dtype) for e in last)], dim=1)  # [B, 1 + N * D]
+        rows = gather_rows(packed)  # [W * B, 1 + N * D]; sync point: all-gather
+        index = rows[:, 0].round().long()
+        for i in range(self.networks):
+            bank = self.bank(i)
+            new = self.momentum * bank[index] + (1 - self.momentum) * rows[:, 1 + i * dim:1 + (i + 1) * dim].to(bank.dtype)
+            bank.index_copy_(0, index, new / new.norm(dim=1, keepdim=True))
+
+
+class ClassSampler(nn.Module):
+    """Draws, per image, ``pos_k`` other images of its class and ``neg_k`` images of other classes (with replacement).
+
+    Args:
+        labels: ``[N]`` class index of every training image, in dataset-index order.
+    """
+
+    def __init__(self, labels: torch.Tensor) -> None:
+        super().__init__()
+        labels = labels.long()
+        order = torch.argsort(labels, stable=True)  # dataset indices sorted by class
+        counts = torch.bincount(labels)
+        starts = torch.cumsum(counts, 0) - counts
+        rank = torch.empty_like(order)
+        rank[order] = torch.arange(len(order)) - starts[labels[order]]  # each image's position within its class
+        for name, value in (("labels", labels), ("order", order), ("starts", starts), ("counts", counts),
+                            ("rank", rank)):
+            self.register_buffer(name, value, persistent=False)
+
+    def sample(self, own: torch.Tensor, pos_k: int, neg_k: int, seed: int, step: int) -> torch.Tensor:
+        """``[B, 1 + pos_k + neg_k]``: the own indices, then the positives, then the negatives.
+
+        A class of one image has no other member: its positive is the image itself.
+
+        Raises:
+            ValueError: Every image is of one class, so there is no negative to draw.
+        """
+        n = self.labels.shape[0]
+        cls = self.labels[own]  # [B]
+        start, count = self.starts[cls], self.counts[cls]
+        if bool((count == n).any()):
+            raise ValueError("every training image is of one class: L-MCL needs negatives from other classes")
+        gen = torch.Generator(device=own.device).manual_seed(seed * 1_000_003 + step)
+        u_pos = torch.rand(own.shape[0], pos_k, generator=gen, device=own.device)
+        u_neg = torch.rand(own.shape[0], neg_k, generator=gen, device=own.device)
+        others = (count - 1).clamp_min(1)[:, None]
+        r = (u_pos * others).long().clamp_max(others - 1)  # [B, pos_k] in [0, count - 1)
+        r = r + (r >= self.rank[own][:, None]).long()  # skip the image itself
+        r = torch.where(count[:, None] > 1, r, self.rank[own][:, None])
+        positives = self.order[start[:, None] + r]
+        outside = (n - count)[:, None]
+        v = (u_neg * outside).long().clamp_max(outside - 1)  # [B, neg_k] in [0, N - count)
+        v = v + (v >= start[:, None]).long() * count[:, None]  # skip the class's block of the sorted order
+        return torch.cat([own[:, None], positives, self.order[v]], dim=1)

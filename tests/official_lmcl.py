@@ -1,0 +1,99 @@
+"""A transcription of L-MCL's official contrastive criterion (winycg/L-MCL @ 2c0901e,
+``losses/imagenet_sup_layer_mcl_meta_loss.py``: ``ContrastMemory``, ``Sup_MCL_Loss_Meta``, ``KLDiv``;
+``utils.py: DistillKL``), for parity tests.
+
+The official layouts and loops: one ``ContrastMemory.forward`` per ordered pair of networks and pair
+of stages (``index_select`` from the memories, ``bmm``, the naive ``log(sum(exp))``, the masks, the
+weighted KL), ``memory_a`` for both intra-network logits (the official VCL), then the memory update
+from the last stage. One process (the all-gathers are the identity); no ``.cuda()``. Embeddings are
+passed already projected (the official criterion projects them in place first).
+"""
+
+import torch
+import torch.nn.functional as F
+
+
+class WeightedKLDiv:
+    def __init__(self, T: float) -> None:
+        self.T = T
+
+    def __call__(self, y_s, y_t, weights=None):
+        log_p_s = F.log_softmax(y_s / self.T, dim=1)
+        log_p_t = F.log_softmax(y_t / self.T, dim=1)
+        p_t = F.softmax(y_t / self.T, dim=1)
+        if weights is not None:
+            return (self.T ** 2) * (weights * p_t * (log_p_t - log_p_s)).sum() / p_t.size(0)
+        return F.kl_div(log_p_s, p_t, reduction="batchmean") * (self.T ** 2)
+
+
+def distill_kl(y_s, y_t, T: float = 3.0):
+    """``utils.DistillKL``: ``kl_div(log_softmax(s/T), softmax(t/T), sum) * T**2 / B``."""
+    p_s = F.log_softmax(y_s / T, dim=1)
+    p_t = F.softmax(y_t / T, dim=1)
+    return F.kl_div(p_s, p_t, reduction="sum") * (T ** 2) / y_s.shape[0]
+
+
+def contrast_memory(memories, e_a, e_b, a, b, pos_idx, neg_idx, weight, tau=0.07, kd_T=3.0, pos_k=1,
+                    own_memory_for_b=False):
+    """``ContrastMemory.forward`` for one pair; ``own_memory_for_b`` reads ``memory_b`` for ``e_b``'s intra logits."""
+    kl = WeightedKLDiv(kd_T)
+    batch, dim = e_a.shape
+    idx = torch.cat([pos_idx, neg_idx], dim=1)
+    K = idx.shape[1]
+    inter = []
+    rep = torch.index_select(memories[a], 0, idx.view(-1)).detach().view(batch, K, dim)
+    inter.append(torch.bmm(rep, e_b.view(batch, dim, 1)).squeeze(-1) / tau)
+    rep = torch.index_select(memories[b], 0, idx.view(-1)).detach().view(batch, K, dim)
+    inter.append(torch.bmm(rep, e_a.view(batch, dim, 1)).squeeze(-1) / tau)
+    sicl = kl(inter[0], inter[1].detach(), weight) + kl(inter[1], inter[0].detach(), weight)
+    mask = torch.zeros(batch, K)
+    mask[:, :pos_k + 1] = 1.0
+    icl = 0.0
+    for logit in inter:
+        log_prob = logit - torch.log(torch.exp(logit).sum(1, keepdim=True))
+        icl = icl - ((mask * log_prob * weight).sum(1) / mask.sum(1)).mean()
+    idx = idx[:, 1:].contiguous()
+    K = idx.shape[1]
+    intra = []
+    rep_a = torch.index_select(memories[a], 0, idx.view(-1)).detach().view(batch, K, dim)
+    intra.append(torch.bmm(rep_a, e_a.view(batch, dim, 1)).squeeze(-1) / tau)
+    rep_b = torch.index_select(memories[b if own_memory_for_b else a], 0, idx.view(-1)).detach().view(batch, K, dim)
+    intra.append(torch.bmm(rep_b, e_b.view(batch, dim, 1)).squeeze(-1) / tau)
+    svcl = kl(intra[0], intra[1].detach(), weight) + kl(intra[1], intra[0].detach(), weight)
+    mask = torch.zeros(batch, K)
+    mask[:, :pos_k] = 1.0
+    vcl = 0.0
+    for logit in intra:
+        log_prob = logit - torch.log(torch.exp(logit).sum(1, keepdim=True))
+        vcl = vcl - ((mask * log_prob * weight).sum(1) / mask.sum(1)).mean()
+    return vcl, svcl, icl, sicl
+
+
+def sup_mcl_terms(memories, embeddings, pos_idx, neg_idx, weights, **kw):
+    """``Sup_MCL_Loss_Meta.forward`` after the projection: the four sums over ordered pairs and stage pairs."""
+    totals = [0.0, 0.0, 0.0, 0.0]
+    count = 0
+    n = len(embeddings)
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            for k in range(len(embeddings[i])):
+                for z in range(len(embeddings[j])):
+                    terms = contrast_memory(memories, embeddings[i][k], embeddings[j][z], i, j, pos_idx, neg_idx,
+                                            weights[count].unsqueeze(-1), **kw)
+                    count += 1
+                    totals = [t + x for t, x in zip(totals, terms)]
+    return tuple(totals)
+
+
+@torch.no_grad()
+def update_memory(memories, last_embeddings, pos_idx, momentum=0.5):
+    """``ContrastMemory.update_memory`` in one process: momentum 0.5 toward the last-stage embeddings, renormalised."""
+    own = pos_idx[:, 0].contiguous()
+    for i, emb in enumerate(last_embeddings):
+        pos = torch.index_select(memories[i], 0, own.view(-1))
+        pos.mul_(momentum)
+        pos.add_(torch.mul(emb, 1 - momentum))
+        updated = pos.div(pos.pow(2).sum(1, keepdim=True).pow(0.5))
+        memories[i].index_copy_(0, own, updated)
