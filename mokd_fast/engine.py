@@ -91,7 +91,9 @@ class Trainer:
         self.end_step = min(total, cfg.max_steps) if cfg.max_steps else total
 
         seed_everything(cfg.seed)  # identical initial weights on every rank
-        self.step = TrainStep(method, cfg, ctx, self.iters_per_epoch)
+        method_cls = entry_for_config(method)[1].method_class()
+        labels = self.pipeline.sample_labels() if method_cls.needs_labels else None
+        self.step = TrainStep(method, cfg, ctx, self.iters_per_epoch, labels)
         self.model, self.optimizers, self.scalers = self.step.model, self.step.optimizers, self.step.scalers
         self.precision = self.step.precision
         self.config = run_settings(method, cfg)

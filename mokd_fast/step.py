@@ -70,14 +70,16 @@ class TrainStep:
         cfg: Training settings (optimiser, schedules, clipping, switches).
         ctx: This process's device and process group.
         iters_per_epoch: Steps per epoch (the schedules' resolution).
+        labels: ``[N]`` the training set's classes in dataset-index order, for a method that ``needs_labels``.
     """
 
-    def __init__(self, method: Any, cfg: RunConfig, ctx: DistContext, iters_per_epoch: int) -> None:
+    def __init__(self, method: Any, cfg: RunConfig, ctx: DistContext, iters_per_epoch: int,
+                 labels: torch.Tensor | None = None) -> None:
         self.cfg, self.ctx = cfg, ctx
         self.switches = sw = StepSwitches.resolve(cfg, ctx.device)
         if ctx.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.model = build_method(method, cfg).to(ctx.device)
+        self.model = build_method(method, cfg, labels).to(ctx.device)
         if sw.channels_last:
             self.model.channels_last()
         if ctx.distributed:

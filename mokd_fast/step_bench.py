@@ -38,7 +38,7 @@ SWITCHES = {
 
 
 # The precision the official code of each method trains in on CUDA (MOKD's recipe: --use_fp16 True).
-OFFICIAL_CUDA_PRECISION = {"mokd": "fp16", "dogo": "fp32", "seed": "fp16", "mcl": "fp32"}  # SEED: AMP hard-coded on
+OFFICIAL_CUDA_PRECISION = {"mokd": "fp16", "dogo": "fp32", "seed": "fp16", "mcl": "fp32", "lmcl": "fp32"}  # SEED: AMP hard-coded on
 
 
 def switches_on(method: Any, cfg: RunConfig, device: torch.device) -> set[str]:
@@ -64,15 +64,28 @@ def with_switches(method: Any, cfg: RunConfig, off: set[str], device: torch.devi
     return replace(method, **method_changes), replace(cfg, **train_changes)
 
 
+SYNTHETIC_CLASSES = 10
+
+
+def synthetic_labels(images: int) -> torch.Tensor:
+    """``[images]`` classes of a synthetic training set (image i is of class i mod 10), for methods that need labels."""
+    return torch.arange(images) % SYNTHETIC_CLASSES
+
+
 def synthetic_batches(policy: MultiCropPolicy, batch: int, device: torch.device) -> Iterator[MultiCropBatch]:
-    """The same normalised random batch of ``policy``'s views forever, already on the device (the step alone)."""
+    """The same normalised random batch of ``policy``'s views forever, already on the device (the step alone).
+
+    The batch holds images 0..B-1 of a ``synthetic_labels`` training set, with their labels and indices.
+    """
     gen = torch.Generator().manual_seed(0)
     size, n_local = policy.global_views[0].size, policy.local_crops_number
     g = torch.randn(policy.n_global * batch, 3, size, size, generator=gen).to(device)
     loc = (torch.randn(n_local * batch, 3, policy.local_view.size, policy.local_view.size, generator=gen).to(device)
            if n_local else None)
+    indices = torch.arange(batch, device=device)
+    labels = synthetic_labels(batch).to(device)
     while True:
-        yield MultiCropBatch(g, loc, None, policy.n_global)
+        yield MultiCropBatch(g, loc, labels, policy.n_global, indices)
 
 
 def flops_per_sample(step: TrainStep, batch: MultiCropBatch) -> float:
@@ -138,15 +151,16 @@ def time_steps(step: TrainStep, batches: Iterator[MultiCropBatch], steps: int, w
 
 
 def bench_step(method: Any, cfg: RunConfig, ctx: DistContext, batches: Iterator[MultiCropBatch],
-               steps: int, warmup: int) -> dict:
+               steps: int, warmup: int, labels: torch.Tensor | None = None) -> dict:
     """One configuration: builds its step and times it.
 
     ``samples_per_s`` is the batch over the median step time, so one slow step (a page fault, a
     burst of other work on the machine) cannot decide a comparison; ``samples_per_s_mean`` is over
-    the total time, and ``step_ms_p90``/``step_ms_max`` show how unsteady the steps were.
+    the total time, and ``step_ms_p90``/``step_ms_max`` show how unsteady the steps were. ``labels``:
+    the training set's classes, for a method that needs them.
     """
     torch.manual_seed(cfg.seed)
-    step = TrainStep(method, cfg, ctx, iters_per_epoch=max(1, warmup + steps))
+    step = TrainStep(method, cfg, ctx, iters_per_epoch=max(1, warmup + steps), labels=labels)
     timing = time_steps(step, batches, steps, warmup)
     rate = 1000 * cfg.batch_size_per_gpu / timing["step_ms_median"]
     return {"switches": vars(step.switches), "samples_per_s": round(rate, 2),
@@ -154,8 +168,9 @@ def bench_step(method: Any, cfg: RunConfig, ctx: DistContext, batches: Iterator[
             "crops_per_s": round(rate * len(step.model.policy.views()), 1), **timing}
 
 
-def count_flops(method: Any, cfg: RunConfig, ctx: DistContext, batch: MultiCropBatch) -> float:
+def count_flops(method: Any, cfg: RunConfig, ctx: DistContext, batch: MultiCropBatch,
+                labels: torch.Tensor | None = None) -> float:
     """FLOPs per image of one step, on an eager copy of the step (the counter sees through no graph)."""
     torch.manual_seed(cfg.seed)
-    step = TrainStep(method, replace(cfg, compile=False), ctx, iters_per_epoch=1)
+    step = TrainStep(method, replace(cfg, compile=False), ctx, iters_per_epoch=1, labels=labels)
     return flops_per_sample(step, batch)

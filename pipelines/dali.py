@@ -131,6 +131,15 @@ class DALIPipeline:
         """Batches per epoch on every rank."""
         return self.batches_per_epoch
 
+    def sample_labels(self) -> torch.Tensor:
+        """Refused: DALI's webdataset reader does not give the sample indices that labels-per-index serve.
+
+        Raises:
+            UsageError: Always; the message names the pipelines that do.
+        """
+        raise UsageError("this method keeps per-sample memory, which needs each batch's dataset indices; the dali "
+                         "pipeline does not deliver them. Use --pipeline nvjpeg (the same shards), ffcv or torchvision")
+
     def _build(self, epoch: int):
         fn, types = self.fn, self.types
         mean = [255 * m for m in self.policy.mean]

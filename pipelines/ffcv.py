@@ -17,7 +17,7 @@ import torch
 
 from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
-from pipelines.formats import import_ffcv
+from pipelines.formats import import_ffcv, manifest_labels
 from pipelines.gpu_augment import BatchedMultiCrop
 from pipelines.policy import MultiCropPolicy
 from pipelines.torchvision import sample_seed
@@ -101,6 +101,7 @@ class FFCVPipeline:
         path = Path(data_path)
         if not path.is_file() or path.suffix != ".beton":
             raise UsageError(f"--pipeline ffcv reads a .beton file, but --data_path is {path}; {CONVERT_HINT}")
+        self.path = path
         metadata = Reader(str(path)).metadata
         self.heights = torch.from_numpy(metadata["f0"]["height"].astype(np.int64))
         self.widths = torch.from_numpy(metadata["f0"]["width"].astype(np.int64))
@@ -124,6 +125,10 @@ class FFCVPipeline:
     def __len__(self) -> int:
         """Batches per epoch on every rank."""
         return len(self.loader)
+
+    def sample_labels(self) -> torch.Tensor:
+        """``[N]`` the class of every sample in index order, from the conversion's manifest beside the .beton."""
+        return torch.tensor(manifest_labels(self.path.parent), dtype=torch.long)
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[MultiCropBatch]:
         """The batches of ``epoch`` from batch ``start_batch`` on (earlier ones are read and dropped)."""

@@ -4,6 +4,7 @@ It lives here, in the lower layer, so the pipelines read converted data without 
 converter: ``mokd_fast`` depends on ``pipelines``, never the other way round.
 """
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,23 @@ def import_ffcv() -> Any:
     except ImportError as err:
         raise UsageError(f"{INSTALL_FFCV} ({err})") from err
     return ffcv
+
+
+def manifest_labels(folder: Path) -> list[int]:
+    """The class of every converted sample in index order, from the conversion's manifest.
+
+    Raises:
+        UsageError: The manifest is missing or malformed, or its indices are not 0..N-1.
+    """
+    path = folder / MANIFEST
+    try:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line]
+        labels = dict((int(row[0]), int(row[1])) for row in rows)
+    except (OSError, ValueError, TypeError, IndexError) as err:
+        raise UsageError(f"cannot read the labels of {folder} from {path} ({err}); re-run tools/convert_dataset.py") from err
+    if sorted(labels) != list(range(len(labels))):
+        raise UsageError(f"{path}: sample indices are not 0..{len(labels) - 1}; re-run tools/convert_dataset.py")
+    return [labels[i] for i in range(len(labels))]
 
 
 def read_index(path: Path) -> list[dict[str, tuple[int, int, str]]]:

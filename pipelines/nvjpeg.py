@@ -187,6 +187,12 @@ class NvJPEGPipeline:
         """Batches per epoch on every rank."""
         return self.sampler.batches_per_epoch
 
+    def sample_labels(self) -> torch.Tensor:
+        """``[N]`` the class of every sample, in the sample-index order ``batch.indices`` refers to."""
+        labels = torch.empty_like(self.table.labels)
+        labels[self.table.index] = self.table.labels
+        return labels
+
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[MultiCropBatch]:
         """The batches of ``epoch`` from batch ``start_batch`` on; earlier ones are neither read nor decoded."""
         self.sampler.set_epoch(epoch, start_batch)

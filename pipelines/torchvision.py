@@ -125,6 +125,7 @@ class TorchvisionPipeline:
     ) -> None:
         folder = open_image_folder(data_path)
         self.num_images = len(folder)
+        self.targets = torch.tensor(folder.targets, dtype=torch.long)  # [N], the ImageFolder (= sample index) order
         self.sampler = ResumableDistributedSampler(len(folder), batch_size, world_size, rank, seed)
         if self.sampler.batches_per_epoch == 0:
             raise UsageError(
@@ -153,6 +154,10 @@ class TorchvisionPipeline:
     def __len__(self) -> int:
         """Batches per epoch on every rank."""
         return self.sampler.batches_per_epoch
+
+    def sample_labels(self) -> torch.Tensor:
+        """``[N]`` the class of every image, in the sample-index order ``batch.indices`` refers to."""
+        return self.targets
 
     def _normalize(self, images: torch.Tensor) -> torch.Tensor:
         x = images.to(self.device, non_blocking=True).to(torch.float32, memory_format=self.memory_format).div_(255)

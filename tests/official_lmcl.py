@@ -97,3 +97,29 @@ def update_memory(memories, last_embeddings, pos_idx, momentum=0.5):
         pos.add_(torch.mul(emb, 1 - momentum))
         updated = pos.div(pos.pow(2).sum(1, keepdim=True).pow(0.5))
         memories[i].index_copy_(0, own, updated)
+
+
+def official_step_loss(learners, x, y, idx, memories, weights, alpha=0.01, gamma=1.0, beta=0.01, lam=1.0, kd_T=3.0):
+    """``main_layer_mcl_imagenet_meta.train``'s loss for one batch, then its memory update.
+
+    ``learners`` holds the networks (``nets``), the criterion heads (``embeds``) and the aggregator,
+    called the official way: the aggregator on the raw stage features, the projections after it.
+    """
+    embeddings, logits = zip(*(net(x) for net in learners.nets))
+    embeddings, logits = [list(e) for e in embeddings], [list(lg) for lg in logits]
+    loss_cls = 0.0
+    for i in range(len(logits)):
+        for j in range(len(logits[i])):
+            loss_cls = loss_cls + F.cross_entropy(logits[i][j], y)
+    aggregated = learners.aggregator(embeddings, logits)
+    for i in range(len(logits)):
+        loss_cls = loss_cls + F.cross_entropy(aggregated[i], y)
+    loss_kd = 0.0
+    for i in range(len(logits)):
+        for j in range(len(logits)):
+            loss_kd = loss_kd + distill_kl(logits[i][-1], aggregated[j].detach(), kd_T)
+    projected = [[learners.embeds[i][j](embeddings[i][j]) for j in range(len(embeddings[i]))]
+                 for i in range(len(embeddings))]
+    vcl, svcl, icl, sicl = sup_mcl_terms(memories, projected, idx[:, :2], idx[:, 2:], weights)
+    update_memory(memories, [p[-1].detach() for p in projected], idx)
+    return loss_cls + loss_kd + alpha * vcl + gamma * svcl + beta * icl + lam * sicl

@@ -239,6 +239,9 @@ def _train_setup(args: argparse.Namespace):
     elif args.method == "mcl":
         method = method_cls(archs=(args.arch_1, args.arch_2), global_size=args.global_size)
         cfg = train_cls(**common)
+    elif args.method == "lmcl":
+        method = method_cls(archs=(args.arch_1, args.arch_2), image_size=args.global_size, num_classes=args.classes)
+        cfg = train_cls(**common)
     else:
         method = method_cls(arch_1=args.arch_1, arch_2=args.arch_2, image_size=args.global_size)
         cfg = train_cls(**common)
@@ -246,11 +249,20 @@ def _train_setup(args: argparse.Namespace):
     return method, cfg, ctx, device, policy
 
 
+def _labels(args: argparse.Namespace):
+    """The synthetic training set's classes for a method with per-sample memory (lmcl), else None."""
+    from mokd_fast.step_bench import synthetic_labels
+
+    return synthetic_labels(args.train_images) if args.method == "lmcl" else None
+
+
 def _train_figures(args: argparse.Namespace, policy) -> dict:
     """The record's description of the trained models and views."""
     models = {"mokd": {"arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim},
               "dogo": {"arch_1": args.arch_1, "arch_2": args.arch_2},
               "mcl": {"arch_1": args.arch_1, "arch_2": args.arch_2},
+              "lmcl": {"arch_1": args.arch_1, "arch_2": args.arch_2, "classes": args.classes,
+                       "train_images": args.train_images},
               "seed": {"teacher": args.teacher or f"random {args.teacher_arch}", "student_arch": args.student_arch}}
     models = models[args.method]
     return {"method": args.method, **models, "batch_size_per_gpu": args.batch_size_per_gpu,
@@ -294,7 +306,7 @@ def bench_train(args: argparse.Namespace) -> dict:
         variants += [(f"+{n}", {n}, False) for n in ("compile", "channels_last") if n not in on_here]
     figures = {"pipeline": pipeline, **_machine(device), **_train_figures(args, policy),
                "optimizer": {"mokd": args.optimizer, "dogo": getattr(cfg, "optimizer", None), "seed": "sgd",
-                             "mcl": "sgd"}[args.method],
+                             "mcl": "sgd", "lmcl": "sgd"}[args.method],
                "global_size": args.global_size, "local_size": args.local_size,
                "local_crops_number": policy.local_crops_number, "steps": args.steps, "warmup": args.warmup, "runs": []}
     runs = figures["runs"]
@@ -302,7 +314,7 @@ def bench_train(args: argparse.Namespace) -> dict:
         m, c = with_switches(method, cfg, flip if label.startswith("-") else set(), device, baseline)
         if label.startswith("+"):
             c = replace(c, **{name: True for name in flip})
-        run = {"variant": label, **bench_step(m, c, ctx, batches(c), args.steps, args.warmup)}
+        run = {"variant": label, **bench_step(m, c, ctx, batches(c), args.steps, args.warmup, _labels(args))}
         run["relative_to_ours"] = round(run["samples_per_s"] / runs[0]["samples_per_s"], 3) if runs else 1.0
         runs.append(run)
         print(json.dumps({k: run[k] for k in ("variant", "samples_per_s", "step_ms_median", "data_wait")}), flush=True)
@@ -317,7 +329,8 @@ def bench_train(args: argparse.Namespace) -> dict:
         print(json.dumps({"parts": figures["parts"], "ours_over_bound": figures["ours_over_bound"]}), flush=True)
         _save(args, figures)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else matmul_peak_flops(device)
-    flops = count_flops(method, cfg, ctx, next(synthetic_batches(policy, args.batch_size_per_gpu, device)))
+    flops = count_flops(method, cfg, ctx, next(synthetic_batches(policy, args.batch_size_per_gpu, device)),
+                        _labels(args))
     for run in runs:
         run["mfu"] = round(flops * run["samples_per_s"] / peak, 4)
     figures.update(flops_per_sample=round(flops), peak_flops=round(peak),
@@ -332,7 +345,7 @@ def bench_profile(args: argparse.Namespace) -> dict:
     from mokd_fast.step_profile import markdown, profile_step
 
     method, cfg, ctx, device, policy = _train_setup(args)
-    step = TrainStep(method, cfg, ctx, iters_per_epoch=args.warmup + args.steps)
+    step = TrainStep(method, cfg, ctx, iters_per_epoch=args.warmup + args.steps, labels=_labels(args))
     record = profile_step(step, synthetic_batches(policy, args.batch_size_per_gpu, device), args.steps, args.warmup,
                           trace_path=str(args.trace) if args.trace else None)
     print(markdown(record), flush=True)
@@ -401,8 +414,9 @@ def main(argv: list[str] | None = None) -> int:
                       help="ffcv, nvjpeg: run the photometric ops on the whole batch under masks (the compile-friendly form)")
     train = parser.add_argument_group("--mode step / e2e / profile (also --batch_size_per_gpu, crops, --steps, "
                                       "--warmup, --data)")
-    train.add_argument("--method", default="mokd", choices=["mokd", "dogo", "seed", "mcl"],
-                       help="the method whose step is timed (dogo, mcl: --arch_1/--arch_2 peers on --global_size views; "
+    train.add_argument("--method", default="mokd", choices=["mokd", "dogo", "seed", "mcl", "lmcl"],
+                       help="the method whose step is timed (dogo, mcl, lmcl: --arch_1/--arch_2 peers on --global_size "
+                            "views; lmcl with memory banks over --train_images; "
                             "seed: --student_arch distilling --teacher or a random --teacher_arch on one --global_size "
                             "view and --patches small ones)")
     train.add_argument("--arch_cnn", default="resnet50")
@@ -415,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
                        help="seed: the teacher, randomly initialised as a MoCo-v2 ResNet with its 128-d MLP")
     train.add_argument("--teacher", default="", help="seed: a teacher checkpoint instead (train.py --teacher)")
     train.add_argument("--patches", type=int, default=0, help="seed: small patches per image (official variant: 6)")
+    train.add_argument("--classes", type=int, default=1000, help="lmcl: classifier width")
+    train.add_argument("--train_images", type=int, default=1281167,
+                       help="lmcl: images in the (synthetic) training set: the memory banks' rows")
     train.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw", "lars"], help="the CNN's optimiser")
     train.add_argument("--baseline", action="store_true",
                        help="also time the official execution (every switch off, fp16 with scalers on CUDA)")
@@ -443,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali, nvjpeg or auto")
     if args.parts and args.mode != "step":
         parser.error("--parts belongs to --mode step (the bound is of the step alone)")
-    if args.method in ("dogo", "mcl") and args.parts:
+    if args.method in ("dogo", "mcl", "lmcl") and args.parts:
         parser.error(f"--parts breaks down MOKD's and SEED's steps; for --method {args.method} use --mode step or e2e")
     modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn,
              "profile": bench_profile}

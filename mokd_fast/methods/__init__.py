@@ -53,6 +53,9 @@ METHODS: dict[str, MethodEntry] = {
     "mcl": MethodEntry("mokd_fast.methods.mcl.method:MCL", "mokd_fast.methods.mcl.config:MCLConfig",
                        "mokd_fast.methods.mcl.config:MCLTrainConfig",
                        "MCL-MoCo (AAAI 2022): peers with EMA keys and queues, contrasting within and across peers"),
+    "lmcl": MethodEntry("mokd_fast.methods.lmcl.method:LMCL", "mokd_fast.methods.lmcl.config:LMCLConfig",
+                        "mokd_fast.methods.lmcl.config:LMCLTrainConfig",
+                        "L-MCL (TPAMI 2023): supervised peers with layer-wise mutual contrast against memory banks"),
 }
 
 
@@ -68,7 +71,8 @@ def entry_for_config(cfg: Any) -> tuple[str, MethodEntry]:
     raise TypeError(f"{type(cfg).__name__} is no registered method's settings; methods: {sorted(METHODS)}")
 
 
-def build_method(cfg: Any, train: Any) -> Any:
-    """The method ``cfg`` configures, built on the CPU."""
+def build_method(cfg: Any, train: Any, labels: Any = None) -> Any:
+    """The method ``cfg`` configures, built on the CPU; ``labels`` (``[N]``) reach a method that ``needs_labels``."""
     _, entry = entry_for_config(cfg)
-    return entry.method_class()(cfg, train)
+    cls = entry.method_class()
+    return cls(cfg, train, labels=labels) if cls.needs_labels else cls(cfg, train)

@@ -98,6 +98,9 @@ class Method(nn.Module):
 
     name: ClassVar[str]
     configs: ClassVar[tuple[type, type]]
+    # A method with per-sample memory over the training set (L-MCL) is built with ``labels``: the
+    # class of every training image in dataset-index order, which the engine reads from the pipeline.
+    needs_labels: ClassVar[bool] = False
     policy: MultiCropPolicy
 
     def __init__(self, cfg: Any, train: Any) -> None:

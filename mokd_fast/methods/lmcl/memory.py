@@ -79,10 +79,13 @@ class ClassSampler(nn.Module):
                             ("rank", rank)):
             self.register_buffer(name, value, persistent=False)
 
-    def sample(self, own: torch.Tensor, pos_k: int, neg_k: int, seed: int, step: int) -> torch.Tensor:
+    def sample(self, own: torch.Tensor, pos_k: int, neg_k: int, seed: int, step: int, rank: int = 0,
+               world: int = 1) -> torch.Tensor:
         """``[B, 1 + pos_k + neg_k]``: the own indices, then the positives, then the negatives.
 
-        A class of one image has no other member: its positive is the image itself.
+        The uniform draws are made for the whole global batch and this rank takes its rows, so the
+        indices do not depend on how the batch is split across ranks. A class of one image has no
+        other member: its positive is the image itself.
 
         Raises:
             ValueError: Every image is of one class, so there is no negative to draw.
@@ -93,8 +96,9 @@ class ClassSampler(nn.Module):
         if bool((count == n).any()):
             raise ValueError("every training image is of one class: L-MCL needs negatives from other classes")
         gen = torch.Generator(device=own.device).manual_seed(seed * 1_000_003 + step)
-        u_pos = torch.rand(own.shape[0], pos_k, generator=gen, device=own.device)
-        u_neg = torch.rand(own.shape[0], neg_k, generator=gen, device=own.device)
+        rows = slice(rank * own.shape[0], (rank + 1) * own.shape[0])
+        u_pos = torch.rand(world * own.shape[0], pos_k, generator=gen, device=own.device)[rows]
+        u_neg = torch.rand(world * own.shape[0], neg_k, generator=gen, device=own.device)[rows]
         others = (count - 1).clamp_min(1)[:, None]
         r = (u_pos * others).long().clamp_max(others - 1)  # [B, pos_k] in [0, count - 1)
         r = r + (r >= self.rank[own][:, None]).long()  # skip the image itself

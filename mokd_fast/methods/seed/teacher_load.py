@@ -33,7 +33,7 @@ from mokd_fast.methods.seed.teacher import FrozenTeacher
 from mokd_fast.models.cnn import CNN_ALIASES
 from mokd_fast.models.features import build_feature_backbone, cls_token_features
 
-OUR_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit", "peer_1", "peer_2", "student")
+OUR_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit", "peer_1", "peer_2", "student", "net_1", "net_2")
 MOCO_PREFIX = "module.encoder_q."
 # Head entries of our checkpoints, after module./backbone. handling: prefix -> activation between its layers.
 OUR_HEADS = {"head.mlp.": nn.GELU, "head.net.": nn.ReLU, "head.projector.": nn.ReLU, "head.": nn.ReLU}

@@ -1,0 +1,78 @@
+"""L-MCL's settings (``LMCLConfig``) and training recipe (``LMCLTrainConfig``).
+
+Defaults are the official ImageNet script's (winycg/L-MCL @ 2c0901e, ``main_layer_mcl_imagenet_meta.py``):
+two ResNet-18s with auxiliary classifiers, 128-d projections, tau 0.07, KL temperature 3, weights
+alpha = beta = 0.01 (vcl, icl) and gamma = lambda = 1 (svcl, sicl), one same-class positive and
+8,192 other-class negatives from memory banks updated with momentum 0.5; SGD with Nesterov at 0.1
+per 256 images, momentum 0.9, weight decay 1e-4, x0.1 at epochs 30, 60 and 90 of 100; one 224-px
+view (random resized crop, flip). Imports no torch.
+"""
+
+from dataclasses import dataclass
+
+from mokd_fast.run_config import RunConfig, require
+from mokd_fast.settings import setting
+
+META_MODES = ("off",)
+
+
+@dataclass
+class LMCLConfig:
+    """Classifiers trained together with layer-wise contrastive and distribution terms against memory banks."""
+
+    archs: tuple[str, ...] = setting(
+        ("resnet18", "resnet18"), "The networks (two or more torchvision ResNets: resnet18, resnet34, resnet50, ...), "
+        "each with three auxiliary classifiers on its earlier stages.")
+    num_classes: int | None = setting(None, "Classes; default: read from the training data's labels.")
+    feat_dim: int = setting(128, "Width of the projected embeddings and the memory banks (official --feat-dim).")
+    tau: float = setting(0.07, "Temperature of the contrastive logits (official --tau).")
+    kd_temperature: float = setting(3.0, "Temperature of the logit KD and the KL terms (official --kd_T).")
+    alpha: float = setting(0.01, "Weight of vcl, the intra-network contrast (official --alpha).")
+    gamma: float = setting(1.0, "Weight of svcl, the KL between the intra-network distributions (official --gamma).")
+    beta: float = setting(0.01, "Weight of icl, the inter-network contrast (official --beta).")
+    lam: float = setting(1.0, "Weight of sicl, the KL between the inter-network distributions (official --lam).")
+    pos_k: int = setting(1, "Same-class positives drawn per image (official --pos_k).")
+    neg_k: int = setting(8192, "Other-class negatives drawn per image, with replacement (official --neg_k).")
+    nce_momentum: float = setting(0.5, "Weight of the old memory row in the memory update (official --nce_m).")
+    official_vcl: bool = setting(
+        True, "Official quirk: network b's intra-network logits read network a's memory bank. False: its own bank.")
+    meta: str = setting(
+        "off", "The pair weights: off gives every pair weight 1 (a documented deviation: the official meta-learned "
+        "weight network, its second-order step every --meta_freq iterations, is not built yet).", choices=META_MODES)
+    image_size: int = setting(224, "Side of the view.")
+    crop_scale: tuple[float, float] = setting((0.08, 1.0), "Area range of the random resized crop (official 0.08-1).")
+    epochs: int = setting(100, "Training length in epochs (official 100).")
+
+    def __post_init__(self) -> None:
+        require(len(self.archs) >= 2, f"--archs needs two or more networks, got {list(self.archs)}")
+        require(self.num_classes is None or self.num_classes >= 2, f"--num_classes must be >= 2, got {self.num_classes}")
+        for name in ("feat_dim", "pos_k", "neg_k", "image_size", "epochs"):
+            require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("tau", "kd_temperature"):
+            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
+        for name in ("alpha", "gamma", "beta", "lam"):
+            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require(0 <= self.nce_momentum < 1, f"--nce_momentum must be in [0, 1), got {self.nce_momentum}")
+        require(self.meta in META_MODES, f"--meta {self.meta!r}: choose from {META_MODES}")
+        require(0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"--crop_scale {self.crop_scale}: need 0 < min <= max <= 1")
+
+
+@dataclass
+class LMCLTrainConfig(RunConfig):
+    """How to train L-MCL: the engine's settings plus one Nesterov SGD over networks, heads and aggregator."""
+
+    batch_size_per_gpu: int = setting(128, "Images per process and step (official: a global batch of 256 on 2 GPUs).")
+    sync_bn: bool = setting(False, "SyncBatchNorm under multi-GPU DDP (official: per-rank BatchNorm).")
+    lr: float = setting(0.1, "Learning rate per 256 images (official --init-lr 0.1 at batch 256), scaled by the global batch.")
+    scale_lr: bool = setting(True, "Multiply --lr by global batch / 256; False uses it as given.")
+    momentum: float = setting(0.9, "SGD momentum (official 0.9, Nesterov).")
+    weight_decay: float = setting(1e-4, "SGD weight decay on every parameter (official 1e-4, hard-coded).")
+    schedule: tuple[int, ...] = setting((30, 60, 90), "Epochs at which the learning rate drops x0.1 (official).")
+    cos: bool = setting(False, "Per-epoch cosine decay instead of the steps (the official CIFAR script's schedule).")
+    clip_grad: float = setting(0.0, "Per-parameter gradient-norm clip; 0 disables (official).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("lr", "weight_decay", "clip_grad", "momentum"):
+            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require(all(m >= 0 for m in self.schedule), f"--schedule epochs must be >= 0, got {list(self.schedule)}")

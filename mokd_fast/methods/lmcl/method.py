@@ -1,0 +1,187 @@
+"""L-MCL as an engine method: N classifiers with auxiliary stages, projection heads, an aggregator, memory banks."""
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
+from mokd_fast.methods.lmcl.losses import lmcl_classification_losses, lmcl_memory_losses
+from mokd_fast.methods.lmcl.memory import ClassSampler, MemoryBanks
+from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed
+from mokd_fast.optim import make_optimizer
+from mokd_fast.regions import region
+from mokd_fast.schedules import epoch_cosine_schedule, epoch_step_schedule
+from pipelines.batch import MultiCropBatch
+from pipelines.policy import MultiCropPolicy, ViewPolicy
+
+BASE_BATCH = 256
+
+
+class Learners(nn.Module):
+    """Everything the optimiser trains (the one module DDP wraps): networks, projection heads, aggregator.
+
+    The official code leaves the heads and the aggregator outside DDP, so their copies drift apart
+    across ranks; here one DDP reduces all of them (a deliberate difference, recorded in the docs).
+    """
+
+    def __init__(self, archs: tuple[str, ...], num_classes: int, feat_dim: int) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(AuxResNet(arch, num_classes) for arch in archs)
+        self.embeds = nn.ModuleList(nn.ModuleList(Embed(net.width, feat_dim) for _ in range(4)) for net in self.nets)
+        self.aggregator = Aggregator([net.width for net in self.nets], stages=4)
+
+    def forward(self, x: torch.Tensor) -> tuple[list, list, list, list]:
+        """``x`` ``[B, 3, H, W]`` -> per network: stage features, stage logits, projected embeddings, aggregated logits."""
+        feats, logits = zip(*(net(x) for net in self.nets))
+        embedded = [[head(f) for head, f in zip(heads, fs)] for heads, fs in zip(self.embeds, feats)]
+        return list(feats), list(logits), embedded, self.aggregator(list(feats), list(logits))
+
+
+class LMCL(Method):
+    """L-MCL (TPAMI 2023), ImageNet form: supervised peers with layer-wise mutual contrast against memory banks.
+
+    Needs the training set's labels in dataset-index order (``labels``, given by the engine from the
+    pipeline) to size the banks and draw class-aware negatives, and each batch's labels and indices.
+
+    Args:
+        cfg: Networks and losses; see ``LMCLConfig``.
+        train: The training recipe; the official defaults when omitted.
+        labels: ``[N]`` class of every training image.
+
+    Raises:
+        ValueError: No labels, or ``--num_classes`` smaller than the labels need.
+    """
+
+    name = "lmcl"
+    configs = (LMCLConfig, LMCLTrainConfig)
+    needs_labels = True
+
+    def __init__(self, cfg: LMCLConfig, train: LMCLTrainConfig | None = None,
+                 labels: torch.Tensor | None = None) -> None:
+        train = train if train is not None else LMCLTrainConfig()
+        super().__init__(cfg, train)
+        if labels is None:
+            raise ValueError("L-MCL needs the training set's labels (its memory banks and class-aware sampling span "
+                             "the whole set); train.py reads them from the data")
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        classes = int(labels.max()) + 1
+        if cfg.num_classes is not None and cfg.num_classes < classes:
+            raise ValueError(f"--num_classes {cfg.num_classes} but the training labels go up to {classes - 1}")
+        self.num_classes = cfg.num_classes or classes
+        self.learners = Learners(cfg.archs, self.num_classes, cfg.feat_dim)
+        self.banks = MemoryBanks(len(cfg.archs), len(labels), cfg.feat_dim, seed=train.seed, momentum=cfg.nce_momentum)
+        self.sampler = ClassSampler(labels)
+        self._pending: tuple[list[torch.Tensor], torch.Tensor] | None = None
+
+    @classmethod
+    def make_policy(cls, cfg: LMCLConfig, train: LMCLTrainConfig) -> MultiCropPolicy:
+        """One bilinear random resized crop with a flip, no colour augmentation (official ImageNet transform)."""
+        view = ViewPolicy(cfg.image_size, tuple(cfg.crop_scale), interpolation="bilinear", flip_p=0.5, jitter_p=0.0,
+                          grayscale_p=0.0, blur_p=0.0, solarize_p=0.0)
+        return MultiCropPolicy((view,), view, local_crops_number=0)
+
+    def trainable(self) -> nn.Module:
+        return self.learners
+
+    def compile_regions(self) -> None:
+        for net in self.learners.nets:
+            net.compile(dynamic=False)
+
+    def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
+        """One SGD with Nesterov over networks, heads and aggregator, decay on every parameter (official)."""
+        t = self.train_cfg
+        group = {"params": list(self.learners.parameters()), "weight_decay": t.weight_decay, "momentum": t.momentum,
+                 "nesterov": t.momentum > 0}
+        opt = make_optimizer("sgd", [group], fused)
+        return {"learners": OptimizerSpec(opt, [("lr", None)], dict(self.learners.named_parameters()), t.clip_grad)}
+
+    def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
+        """Per epoch: x0.1 at each ``--schedule`` epoch (official), or a cosine with ``--cos``."""
+        t = self.train_cfg
+        lr = t.lr * t.batch_size_per_gpu * world_size / BASE_BATCH if t.scale_lr else t.lr
+        if t.cos:
+            return {"lr": epoch_cosine_schedule(lr, lr, self.epochs, iters_per_epoch)}
+        return {"lr": epoch_step_schedule(lr, t.schedule, self.epochs, iters_per_epoch)}
+
+    def pair_weights(self, feats: list[list[torch.Tensor]]) -> torch.Tensor:
+        """``[P, B]`` per-sample weights of the ``N (N - 1) S^2`` pairs: all 1 with ``--meta off``."""
+        n, stages, batch = len(feats), len(feats[0]), feats[0][0].shape[0]
+        return feats[0][0].new_ones(n * (n - 1) * stages * stages, batch, dtype=torch.float32)
+
+    def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
+        if batch.n_global != 1 or batch.local_crops is not None:
+            raise ValueError(f"L-MCL needs 1 view per image; the batch has {batch.n_global} global views"
+                             f"{' and local views' if batch.local_crops is not None else ''}")
+        if batch.labels is None or batch.indices is None:
+            raise ValueError("L-MCL needs each batch's labels and dataset indices; the dali pipeline gives no indices "
+                             "(use --pipeline nvjpeg on the same shards, ffcv or torchvision)")
+        with region("networks"):
+            feats, logits, embedded, aggregated = self.run_trainable()(batch.global_crops)
+        cfg = self.cfg
+        with region("losses"):
+            rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+                else (0, 1)
+            idx = self.sampler.sample(batch.indices, cfg.pos_k, cfg.neg_k, self.train_cfg.seed, info.step, rank,
+                                      world)  # [B, 1 + pos_k + neg_k]
+            weights = self.pair_weights([[f.detach() for f in fs] for fs in feats])
+            terms = lmcl_classification_losses(logits, aggregated, batch.labels, cfg.kd_temperature)
+            terms |= lmcl_memory_losses(embedded, self.banks.rows(idx), weights, cfg.tau, cfg.kd_temperature,
+                                        cfg.pos_k, cfg.official_vcl)
+            total = (terms["cls"] + terms["kd"] + cfg.alpha * terms["vcl"] + cfg.gamma * terms["svcl"]
+                     + cfg.beta * terms["icl"] + cfg.lam * terms["sicl"])
+        self._pending = ([e[-1].detach() for e in embedded], batch.indices)
+        return Losses(terms, {"learners": total})
+
+    @torch.no_grad()
+    def after_step(self, info: StepInfo) -> None:
+        """The memory banks move towards this step's last-stage embeddings of every rank's images."""
+        if self._pending is not None:
+            self.banks.update(*self._pending)
+            self._pending = None
+
+    def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:
+        return {f"net_{i}": (net.backbone, "cnn") for i, net in enumerate(self.learners.nets, start=1)}
+
+    def describe(self) -> str:
+        parts = [f"{arch} + 3 auxiliary classifiers ({sum(p.numel() for p in net.parameters()) / 1e6:.1f}M)"
+                 for arch, net in zip(self.cfg.archs, self.learners.nets)]
+        return (f"L-MCL {' + '.join(parts)}, {self.num_classes} classes; memory banks {len(parts)} x "
+                f"{self.banks.bank(0).shape[0]} x {self.cfg.feat_dim}, {self.cfg.neg_k} negatives; meta {self.cfg.meta}")
+
+    def checkpoint_state(self) -> dict[str, Any]:
+        """Per network ``net_i`` (ResNet ``backbone.*``: what the evaluation tools read; ``auxiliary.*``) and
+        ``arch_i``; the heads and aggregator (``lmcl_heads``) and the memory banks (``lmcl_banks``)."""
+        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+        out: dict[str, Any] = {}
+        for i, (arch, net) in enumerate(zip(self.cfg.archs, self.learners.nets), start=1):
+            out |= {f"net_{i}": cpu(net), f"arch_{i}": arch}
+        out["lmcl_heads"] = {"embeds": cpu(self.learners.embeds), "aggregator": cpu(self.learners.aggregator)}
+        out["lmcl_banks"] = cpu(self.banks)
+        return out
+
+    def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
+        n = len(self.cfg.archs)
+        if any(f"net_{i}" not in ckpt for i in range(1, n + 1)) or "lmcl_banks" not in ckpt or "lmcl_heads" not in ckpt:
+            raise ValueError(f"no net_i/lmcl_heads/lmcl_banks entries for {n} networks: not an L-MCL checkpoint of this "
+                             f"run (keys: {sorted(ckpt)[:8]})")
+        for i, arch in enumerate(self.cfg.archs, start=1):
+            saved = ckpt.get(f"arch_{i}")
+            if saved is not None and saved != arch:
+                raise ValueError(f"network {i} was trained as {saved!r} but --archs has {arch!r}")
+        try:
+            for i, net in enumerate(self.learners.nets, start=1):
+                net.load_state_dict(ckpt[f"net_{i}"])
+            self.learners.embeds.load_state_dict(ckpt["lmcl_heads"]["embeds"])
+            self.learners.aggregator.load_state_dict(ckpt["lmcl_heads"]["aggregator"])
+            self.banks.load_state_dict(ckpt["lmcl_banks"])
+        except (RuntimeError, KeyError) as err:
+            raise ValueError(f"the L-MCL checkpoint does not fit these networks or banks (same data and "
+                             f"--num_classes?): {err}") from err
+        names = [f"{kind}_{i}" for i in range(1, n + 1) for kind in ("net", "arch")]
+        return {k: v for k, v in ckpt.items() if k not in (*names, "lmcl_heads", "lmcl_banks")}

@@ -1,0 +1,178 @@
+"""L-MCL through the engine: the official step, DDP, train.py end to end with labels and indices, resume, eval."""
+
+import copy
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from mokd_fast.cli import main as train_main
+from mokd_fast.distributed import DistContext
+from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
+from mokd_fast.methods.lmcl.networks import AuxResNet
+from mokd_fast.step import TrainStep
+from pipelines.batch import MultiCropBatch
+from tests.helpers import assert_rel_close, run_gloo
+from tests.official_lmcl import official_step_loss
+
+CPU = torch.device("cpu")
+B, SIZE, N_DATA, NEG = 4, 32, 24, 8
+LABELS = torch.arange(N_DATA) % 3
+
+
+def _step(ctx: DistContext | None = None, batch: int = B, lr: float = 0.1, **method) -> TrainStep:
+    torch.manual_seed(0)
+    cfg = LMCLConfig(image_size=SIZE, neg_k=NEG, epochs=3, **method)
+    train = LMCLTrainConfig(batch_size_per_gpu=batch, device="cpu", compile=False, channels_last=False, scale_lr=False,
+                            schedule=(1, 2), lr=lr)
+    return TrainStep(cfg, train, ctx or DistContext(0, 1, 0, CPU), iters_per_epoch=1, labels=LABELS)
+
+
+def _batch(seed: int, indices: torch.Tensor) -> MultiCropBatch:
+    x = torch.randn(len(indices), 3, SIZE, SIZE, generator=torch.Generator().manual_seed(seed))
+    return MultiCropBatch(x, None, LABELS[indices], n_global=1, indices=indices)
+
+
+def test_the_network_is_a_torchvision_resnet_with_three_auxiliary_stages() -> None:
+    net = AuxResNet("resnet18", 7).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    feats, logits = net(x)
+    assert [f.shape for f in feats] == [(2, 512)] * 4 and [lg.shape for lg in logits] == [(2, 7)] * 4
+    with torch.no_grad():
+        torch.testing.assert_close(logits[-1], net.backbone(x))  # the final stage is the plain ResNet
+    with pytest.raises(ValueError, match="torchvision ResNet"):
+        AuxResNet("vit_tiny", 7)
+
+
+@pytest.fixture
+def fp64():
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(torch.float32)
+
+
+def test_engine_step_equals_the_official_step_with_unit_pair_weights(fp64) -> None:
+    """Three steps (lr 0.1, x0.1 at epochs 1 and 2, Nesterov) against the official loss assembly, memory update and SGD."""
+    step = _step()
+    model = step.model
+    learners = copy.deepcopy(model.learners)
+    memories = [model.banks.bank(i).clone() for i in range(2)]
+    opt = torch.optim.SGD(learners.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True, foreach=False)
+    for k in range(3):
+        indices = torch.randperm(N_DATA, generator=torch.Generator().manual_seed(k))[:B]
+        batch = _batch(k, indices)
+        idx = model.sampler.sample(indices, 1, NEG, seed=0, step=k)  # the draws the step makes
+        got = step(batch, k, epoch=k)
+        for group in opt.param_groups:
+            group["lr"] = 0.1 * 0.1 ** sum(k >= m for m in (1, 2))
+        opt.zero_grad()
+        loss = official_step_loss(learners, batch.global_crops, batch.labels, idx, memories, torch.ones(2 * 16, B))
+        loss.backward()
+        opt.step()
+        assert abs(got["loss_learners"].item() - loss.item()) <= 1e-9 * abs(loss.item()), (k, got["loss_learners"], loss)
+    for (name, a), b in zip(model.learners.state_dict().items(), learners.state_dict().values()):
+        if a.is_floating_point():
+            assert_rel_close(a, b, 1e-9, name)
+    for i in range(2):
+        torch.testing.assert_close(model.banks.bank(i), memories[i], rtol=0, atol=1e-12)
+
+
+def _slice(batch: MultiCropBatch, rank: int, per: int) -> MultiCropBatch:
+    part = slice(rank * per, (rank + 1) * per)
+    return MultiCropBatch(batch.global_crops[part], None, batch.labels[part], 1, batch.indices[part])
+
+
+def _ddp_worker(rank: int, world: int, batches: list) -> dict:
+    # lr 1e-3: with BatchNorm on its initial running statistics (no normalisation) 0.1 diverges at once
+    step = _step(DistContext(rank, world, rank, CPU), batch=B // world, lr=1e-3)
+    for m in step.model.learners.modules():  # running statistics: the step is then a function of the global batch
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+    losses = []
+    for k, indices in enumerate(batches):
+        out = step(_slice(_batch(100 + k, indices), rank, B // world), k, epoch=k)
+        losses.append(out["loss_learners"].item())
+    return {"learners": {k: v.clone() for k, v in step.model.learners.state_dict().items()},
+            "banks": {k: v.clone() for k, v in step.model.banks.state_dict().items()}, "losses": losses}
+
+
+def test_two_process_ddp_equals_one_process_on_the_concatenated_batch() -> None:
+    """Same draws of positives and negatives however the batch is split; heads and aggregator reduced too."""
+    gen = torch.Generator().manual_seed(9)
+    batches = [torch.randperm(N_DATA, generator=gen)[:B] for _ in range(2)]
+    ranks = run_gloo(_ddp_worker, 2, batches)
+    single = _ddp_worker(0, 1, batches)
+    for rank in (0, 1):
+        for name, value in single["learners"].items():
+            torch.testing.assert_close(ranks[rank]["learners"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+        for name, value in single["banks"].items():
+            torch.testing.assert_close(ranks[rank]["banks"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert single["losses"] == pytest.approx([(a + b) / 2 for a, b in zip(ranks[0]["losses"], ranks[1]["losses"])],
+                                             rel=1e-5)
+
+
+def _flags(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--method", "lmcl", "--image_size", str(SIZE), "--neg_k", "8", "--epochs", "2", "--batch_size_per_gpu",
+            "4", "--num_workers", "1", "--log_every", "1", "--ckpt_every_steps", "0", "--device", "cpu",
+            "--pipeline", "torchvision", "--data_path", str(data), "--output_dir", str(out), "--tensorboard", "False",
+            *extra]
+
+
+def _load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def lmcl_run(photo_folder, tmp_path_factory):
+    """An uninterrupted 2-epoch L-MCL run (8 steps) of two ResNet-18s on 16 labelled photos of 4 classes."""
+    out = tmp_path_factory.mktemp("lmcl")
+    assert train_main(_flags(photo_folder, out)) == 0
+    return out
+
+
+def test_train_py_runs_lmcl_end_to_end(lmcl_run) -> None:
+    lines = [json.loads(line) for line in (lmcl_run / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 9))
+    assert {"cls", "kd", "vcl", "svcl", "icl", "sicl", "loss_learners", "lr"} <= set(lines[0])
+    assert all(math.isfinite(v) for line in lines for v in line.values())
+    ckpt = _load(lmcl_run / "checkpoint.pth")
+    assert {"net_1", "net_2", "arch_1", "lmcl_heads", "lmcl_banks", "optimizer_learners", "epoch"} <= set(ckpt)
+    assert ckpt["lmcl_banks"]["memory_0"].shape == (16, 128) and ckpt["mokd_fast"]["config"]["method"] == "lmcl"
+    assert ckpt["net_1"]["backbone.fc.weight"].shape == (4, 512)  # classes read from the data
+
+
+def test_lmcl_resume_from_a_mid_epoch_stop_is_bitwise_exact(lmcl_run, photo_folder, tmp_path) -> None:
+    out = tmp_path / "run"
+    assert train_main(_flags(photo_folder, out, "--max_steps", "3")) == 0
+    assert train_main(_flags(photo_folder, out, "--resume", str(out / "checkpoint.pth"))) == 0
+    ref, got = _load(lmcl_run / "checkpoint.pth"), _load(out / "checkpoint.pth")
+    for entry in ("net_1", "net_2", "lmcl_banks"):
+        for name, value in ref[entry].items():
+            assert torch.equal(value, got[entry][name]), (entry, name)
+    logs = [[json.loads(line)["loss_learners"] for line in (r / "log.jsonl").read_text().splitlines()]
+            for r in (lmcl_run, out)]
+    assert logs[0] == logs[1]
+
+
+def test_the_dali_pipeline_is_refused_with_the_pipelines_that_work(converted_folders, tmp_path, capsys) -> None:
+    status = train_main([*_flags(converted_folders["dali"] / "train", tmp_path / "d")[:-8], "--pipeline", "dali",
+                         "--data_path", str(converted_folders["dali"] / "train"), "--output_dir", str(tmp_path / "d"),
+                         "--tensorboard", "False"])
+    assert status == 2 and "--pipeline nvjpeg" in capsys.readouterr().err
+
+
+def test_eval_tools_read_each_network(lmcl_run) -> None:
+    from mokd_fast.eval.features import FeatureNet
+    from mokd_fast.eval.weights import load_backbone
+
+    ckpt = _load(lmcl_run / "checkpoint.pth")
+    images = torch.randn(3, 3, SIZE, SIZE)
+    for i in (1, 2):
+        net = AuxResNet("resnet18", 4)
+        net.load_state_dict(ckpt[f"net_{i}"])
+        loaded = load_backbone(lmcl_run / "checkpoint.pth", f"net_{i}", None)
+        with torch.no_grad():
+            torch.testing.assert_close(FeatureNet(loaded)(images), net.eval()(images)[0][-1])
