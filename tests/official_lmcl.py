@@ -123,3 +123,97 @@ def official_step_loss(learners, x, y, idx, memories, weights, alpha=0.01, gamma
     vcl, svcl, icl, sicl = sup_mcl_terms(memories, projected, idx[:, :2], idx[:, 2:], weights)
     update_memory(memories, [p[-1].detach() for p in projected], idx)
     return loss_cls + loss_kd + alpha * vcl + gamma * svcl + beta * icl + lam * sicl
+
+
+class OfficialMetaSGD(torch.optim.SGD):
+    """``losses/meta_optimizers.py: MetaSGD`` with ``rollback=True``: records (state, objective) per step, then
+    replays them in reverse with ``create_graph`` in ``meta_backward``; the modules and the optimiser end in
+    the state of the first recorded step."""
+
+    def __init__(self, params, modules, lr=0.1, momentum=0.0, weight_decay=0.0):
+        super().__init__(params, lr, momentum=momentum, weight_decay=weight_decay)
+        self.prev_states = []
+        self.modules_ = modules + [self]
+
+    def parameters(self):
+        for pg in self.param_groups:
+            yield from pg["params"]
+
+    def get_state(self):
+        import copy
+
+        return copy.deepcopy([m.state_dict() for m in self.modules_])
+
+    def set_state(self, state):
+        for m, s in zip(self.modules_, state):
+            m.load_state_dict(s)
+
+    def step(self, objective=None, *args):
+        if objective is not None:
+            self.prev_states.append((self.get_state(), objective, args))
+            objective(*args).backward()
+        super().step()
+
+    def meta_backward(self):
+        alpha_groups = []
+        for pg in self.param_groups:
+            alpha_groups.append([])
+            for p in pg["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p.data)
+                alpha_groups[-1].append((p.grad.data.clone(), torch.zeros_like(p.grad.data)))
+        for state, objective, args in reversed(self.prev_states):
+            self.set_state(state)
+            loss = objective(*args)
+            grad = torch.autograd.grad(loss, list(self.parameters()), create_graph=True, allow_unused=True)
+            grad = dict(zip(self.parameters(), grad))
+            X = 0.0
+            for pg, ag in zip(self.param_groups, alpha_groups):
+                for p, a in zip(pg["params"], ag):
+                    if grad[p] is not None:
+                        X = X + grad[p].mul(a[0].mul(-pg["lr"]) + a[1]).sum()
+            self.zero_grad()
+            X.backward()
+            for pg, ag in zip(self.param_groups, alpha_groups):
+                lr, wd, momentum = pg["lr"], pg["weight_decay"], pg["momentum"]
+                for p, a in zip(pg["params"], ag):
+                    g = p.grad.data if p.grad is not None else torch.zeros_like(p.data)
+                    new = (a[0].mul(1 - lr * wd).add_(a[1]).add_(g), a[1].mul(momentum).add_(a[0], alpha=-lr * momentum))
+                    a[0].copy_(new[0])
+                    a[1].copy_(new[1])
+        self.prev_states = []
+
+
+def official_meta_step(learners, weight_net, banks, x, y, idx, lr, times=2, alpha=0.01, gamma=1.0, beta=0.01, lam=1.0):
+    """The meta block of ``train()``: ``times`` MetaSGD steps on ``inner_objective``, one on ``outer_objective``,
+    the outer backward, ``meta_backward``; returns the weight network's gradient (before its optimiser step)."""
+    memories = [banks.bank(i) for i in range(banks.networks)]  # the buffers themselves: load_state_dict copies into them
+
+    def inner_objective():
+        embeddings = [list(net(x)[0]) for net in learners.nets]
+        weights = weight_net(embeddings)
+        projected = [[learners.embeds[i][j](embeddings[i][j]) for j in range(len(embeddings[i]))]
+                     for i in range(len(embeddings))]
+        vcl, svcl, icl, sicl = sup_mcl_terms(memories, projected, idx[:, :2], idx[:, 2:], weights)
+        update_memory(memories, [p[-1].detach() for p in projected], idx)
+        return alpha * vcl + gamma * svcl + beta * icl + lam * sicl
+
+    def outer_objective():
+        loss = 0.0
+        for net in learners.nets:
+            for logit in net(x)[1]:
+                loss = loss + F.cross_entropy(logit, y)
+        return loss
+
+    params = list(learners.nets.parameters()) + list(learners.embeds.parameters())
+    meta = OfficialMetaSGD(params, [learners.nets, learners.embeds, banks], lr=lr, momentum=0.9, weight_decay=1e-4)
+    for _ in range(times):
+        meta.zero_grad()
+        meta.step(inner_objective)
+    meta.zero_grad()
+    meta.step(outer_objective)
+    meta.zero_grad()
+    weight_net.zero_grad()
+    outer_objective().backward()
+    meta.meta_backward()
+    return [p.grad.clone() for p in weight_net.parameters()]

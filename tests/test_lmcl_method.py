@@ -23,9 +23,9 @@ B, SIZE, N_DATA, NEG = 4, 32, 24, 8
 LABELS = torch.arange(N_DATA) % 3
 
 
-def _step(ctx: DistContext | None = None, batch: int = B, lr: float = 0.1, **method) -> TrainStep:
+def _step(ctx: DistContext | None = None, batch: int = B, lr: float = 0.1, meta: str = "off", **method) -> TrainStep:
     torch.manual_seed(0)
-    cfg = LMCLConfig(image_size=SIZE, neg_k=NEG, epochs=3, **method)
+    cfg = LMCLConfig(image_size=SIZE, neg_k=NEG, epochs=3, meta=meta, **method)
     train = LMCLTrainConfig(batch_size_per_gpu=batch, device="cpu", compile=False, channels_last=False, scale_lr=False,
                             schedule=(1, 2), lr=lr)
     return TrainStep(cfg, train, ctx or DistContext(0, 1, 0, CPU), iters_per_epoch=1, labels=LABELS)
@@ -176,3 +176,62 @@ def test_eval_tools_read_each_network(lmcl_run) -> None:
         loaded = load_backbone(lmcl_run / "checkpoint.pth", f"net_{i}", None)
         with torch.no_grad():
             torch.testing.assert_close(FeatureNet(loaded)(images), net.eval()(images)[0][-1])
+
+
+def test_the_meta_step_equals_the_official_meta_block(fp64) -> None:
+    """One step with --meta on at batch 0 against the official main step and meta block on copies (fp64).
+
+    Within 1e-7: second-order products through two ResNets amplify fp64 rounding (the first-order
+    quantities agree to 1e-9; a meta gradient computed wrongly differs in the fifth digit or worse).
+    """
+    from tests.official_lmcl import official_meta_step
+
+    step = _step(meta="on", lr=0.1)
+    model = step.model
+    learners, weight_net, banks = copy.deepcopy(model.learners), copy.deepcopy(model.weight_net), copy.deepcopy(model.banks)
+    indices = torch.arange(B)
+    batch = _batch(0, indices)
+    idx = model.sampler.sample(indices, 1, NEG, seed=0, step=0)
+    opt = torch.optim.SGD(learners.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True, foreach=False)
+    memories = [banks.bank(i) for i in range(2)]
+    saved = copy.deepcopy(learners.state_dict())
+    with torch.no_grad():
+        feats = [list(net(batch.global_crops)[0]) for net in learners.nets]
+    learners.load_state_dict(saved)  # this extra forward must not move the BatchNorm statistics
+    weights = weight_net(feats).detach()  # the main step's pair weights (official: under no_grad)
+    opt.zero_grad()
+    official_step_loss(learners, batch.global_crops, batch.labels, idx, memories, weights).backward()
+    opt.step()
+    want = official_meta_step(learners, weight_net, banks, batch.global_crops, batch.labels, idx, lr=0.1)
+    weight_opt = torch.optim.SGD(weight_net.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4, nesterov=True)
+    for p, g in zip(weight_net.parameters(), want):
+        p.grad = g
+    weight_opt.step()
+
+    before = {k: v.clone() for k, v in model.weight_net.state_dict().items()}
+    step(batch, 0, epoch=0)
+    assert any(not torch.equal(v, before[k]) for k, v in model.weight_net.state_dict().items())
+    for (name, a), b in zip(model.weight_net.state_dict().items(), weight_net.state_dict().values()):
+        assert_rel_close(a, b, 1e-7, f"weight_net.{name}")
+    for (name, a), b in zip(model.learners.state_dict().items(), learners.state_dict().values()):
+        if a.is_floating_point():
+            assert_rel_close(a, b, 1e-7, name)
+    for i in range(2):
+        torch.testing.assert_close(model.banks.bank(i), banks.bank(i), rtol=0, atol=1e-12)
+
+
+def _ddp_meta_worker(rank: int, world: int, batches: list) -> dict:
+    step = _step(DistContext(rank, world, rank, CPU), batch=B // world, lr=1e-2, meta="on", meta_freq=1)
+    for k, indices in enumerate(batches):
+        step(_slice(_batch(200 + k, indices), rank, B // world), k, epoch=0)
+    return {"weights": {k: v.clone() for k, v in step.model.weight_net.state_dict().items()},
+            "learners": {k: v.clone() for k, v in step.model.learners.state_dict().items() if "running" not in k}}
+
+
+def test_under_ddp_the_meta_step_keeps_every_rank_identical() -> None:
+    """The inner steps run per rank (official); the outer and weight-network gradients are averaged."""
+    gen = torch.Generator().manual_seed(4)
+    ranks = run_gloo(_ddp_meta_worker, 2, [torch.randperm(N_DATA, generator=gen)[:B] for _ in range(2)])
+    for part in ("weights", "learners"):
+        for name, value in ranks[0][part].items():
+            assert torch.equal(value, ranks[1][part][name]), (part, name)

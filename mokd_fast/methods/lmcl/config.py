@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from mokd_fast.run_config import RunConfig, require
 from mokd_fast.settings import setting
 
-META_MODES = ("off",)
+META_MODES = ("on", "off")
 
 
 @dataclass
@@ -37,8 +37,11 @@ class LMCLConfig:
     official_vcl: bool = setting(
         True, "Official quirk: network b's intra-network logits read network a's memory bank. False: its own bank.")
     meta: str = setting(
-        "off", "The pair weights: off gives every pair weight 1 (a documented deviation: the official meta-learned "
-        "weight network, its second-order step every --meta_freq iterations, is not built yet).", choices=META_MODES)
+        "on", "The pair weights: on learns them with the weight network and its second-order meta step every "
+        "--meta_freq batches (official); off gives every pair weight 1 and skips the meta step (faster).",
+        choices=META_MODES)
+    meta_freq: int = setting(500, "Batches of an epoch between meta steps, from its first (official --meta-freq).")
+    meta_times: int = setting(2, "Unrolled inner SGD steps of each meta step (official --times).")
     image_size: int = setting(224, "Side of the view.")
     crop_scale: tuple[float, float] = setting((0.08, 1.0), "Area range of the random resized crop (official 0.08-1).")
     epochs: int = setting(100, "Training length in epochs (official 100).")
@@ -46,7 +49,7 @@ class LMCLConfig:
     def __post_init__(self) -> None:
         require(len(self.archs) >= 2, f"--archs needs two or more networks, got {list(self.archs)}")
         require(self.num_classes is None or self.num_classes >= 2, f"--num_classes must be >= 2, got {self.num_classes}")
-        for name in ("feat_dim", "pos_k", "neg_k", "image_size", "epochs"):
+        for name in ("feat_dim", "pos_k", "neg_k", "image_size", "epochs", "meta_freq", "meta_times"):
             require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
         for name in ("tau", "kd_temperature"):
             require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")

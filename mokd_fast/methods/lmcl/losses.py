@@ -51,7 +51,8 @@ def lmcl_memory_losses(embeddings: list[list[torch.Tensor]], rows: list[torch.Te
         embeddings: ``embeddings[i][s]``: network i's stage-s projected, L2-normalised ``[B, D]``.
         rows: ``rows[i]``: ``M_i[idx]``, ``[B, 1 + pos_k + neg_k, D]`` (no gradient flows).
         weights: ``[P, B]`` per-sample pair weights in the official pair order (i, then j != i, then
-            stage k of i, then stage z of j); ones without the weight network.
+            stage k of i, then stage z of j); ones without the weight network. Gradients flow into them
+            (the meta step's inner objective); the main step passes them without.
         tau: Contrastive temperature (official 0.07).
         kd_temperature: Temperature of the weighted KL terms (official 3).
         pos_k: Same-class positives per image (official 1).
@@ -61,7 +62,7 @@ def lmcl_memory_losses(embeddings: list[list[torch.Tensor]], rows: list[torch.Te
     with torch.autocast(rows[0].device.type, enabled=False):
         emb = [[_fp32(e) for e in stages] for stages in embeddings]
         rows = [_fp32(r.detach()) for r in rows]
-        weights = _fp32(weights.detach())
+        weights = _fp32(weights)  # with gradient in the meta step's inner objective
         # prod[i][j][s] = M_i[idx] . e_js / tau: [B, K], each computed once
         prod = [[[torch.bmm(rows[i], e.unsqueeze(-1)).squeeze(-1) / tau for e in emb[j]] for j in range(n)]
                 for i in range(n)]

@@ -11,7 +11,8 @@ from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
 from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
 from mokd_fast.methods.lmcl.losses import lmcl_classification_losses, lmcl_memory_losses
 from mokd_fast.methods.lmcl.memory import ClassSampler, MemoryBanks
-from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed
+from mokd_fast.methods.lmcl.meta import MetaStep
+from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed, LossWeightNetwork
 from mokd_fast.optim import make_optimizer
 from mokd_fast.regions import region
 from mokd_fast.schedules import epoch_cosine_schedule, epoch_step_schedule
@@ -19,6 +20,10 @@ from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 
 BASE_BATCH = 256
+
+
+def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class Learners(nn.Module):
@@ -33,10 +38,16 @@ class Learners(nn.Module):
         self.nets = nn.ModuleList(AuxResNet(arch, num_classes) for arch in archs)
         self.embeds = nn.ModuleList(nn.ModuleList(Embed(net.width, feat_dim) for _ in range(4)) for net in self.nets)
         self.aggregator = Aggregator([net.width for net in self.nets], stages=4)
+        # Compiled forwards of the networks (``compile()``), kept out of the module tree: the meta step
+        # differentiates twice through the plain modules, which compiled graphs do not support.
+        self.__dict__["fast"] = None
+
+    def compile_networks(self) -> None:
+        self.__dict__["fast"] = [torch.compile(net, dynamic=False) for net in self.nets]
 
     def forward(self, x: torch.Tensor) -> tuple[list, list, list, list]:
         """``x`` ``[B, 3, H, W]`` -> per network: stage features, stage logits, projected embeddings, aggregated logits."""
-        feats, logits = zip(*(net(x) for net in self.nets))
+        feats, logits = zip(*(net(x) for net in (self.fast or self.nets)))
         embedded = [[head(f) for head, f in zip(heads, fs)] for heads, fs in zip(self.embeds, feats)]
         return list(feats), list(logits), embedded, self.aggregator(list(feats), list(logits))
 
@@ -75,7 +86,13 @@ class LMCL(Method):
         self.learners = Learners(cfg.archs, self.num_classes, cfg.feat_dim)
         self.banks = MemoryBanks(len(cfg.archs), len(labels), cfg.feat_dim, seed=train.seed, momentum=cfg.nce_momentum)
         self.sampler = ClassSampler(labels)
+        self.weight_net = LossWeightNetwork([[net.width] * 4 for net in self.learners.nets])
+        self.weight_net.requires_grad_(cfg.meta == "on")
+        self._weight_opt: torch.optim.Optimizer | None = None  # built on the training device, on first use
+        self._weight_opt_state: dict | None = None
+        self._iters_per_epoch = 1
         self._pending: tuple[list[torch.Tensor], torch.Tensor] | None = None
+        self._meta_batch: tuple[torch.Tensor, ...] | None = None
 
     @classmethod
     def make_policy(cls, cfg: LMCLConfig, train: LMCLTrainConfig) -> MultiCropPolicy:
@@ -88,8 +105,8 @@ class LMCL(Method):
         return self.learners
 
     def compile_regions(self) -> None:
-        for net in self.learners.nets:
-            net.compile(dynamic=False)
+        """The networks' forwards in the step; the meta step runs the plain modules."""
+        self.learners.compile_networks()
 
     def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
         """One SGD with Nesterov over networks, heads and aggregator, decay on every parameter (official)."""
@@ -102,15 +119,60 @@ class LMCL(Method):
     def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
         """Per epoch: x0.1 at each ``--schedule`` epoch (official), or a cosine with ``--cos``."""
         t = self.train_cfg
+        self._iters_per_epoch = iters_per_epoch
         lr = t.lr * t.batch_size_per_gpu * world_size / BASE_BATCH if t.scale_lr else t.lr
         if t.cos:
             return {"lr": epoch_cosine_schedule(lr, lr, self.epochs, iters_per_epoch)}
         return {"lr": epoch_step_schedule(lr, t.schedule, self.epochs, iters_per_epoch)}
 
     def pair_weights(self, feats: list[list[torch.Tensor]]) -> torch.Tensor:
-        """``[P, B]`` per-sample weights of the ``N (N - 1) S^2`` pairs: all 1 with ``--meta off``."""
+        """``[P, B]`` per-sample weights of the ``N (N - 1) S^2`` pairs: the weight network's (no gradient), or 1."""
+        if self.cfg.meta == "on":
+            with torch.no_grad(), torch.autocast(feats[0][0].device.type, enabled=False):
+                return self.weight_net([[_at_least_fp32(f) for f in fs] for fs in feats])
         n, stages, batch = len(feats), len(feats[0]), feats[0][0].shape[0]
         return feats[0][0].new_ones(n * (n - 1) * stages * stages, batch, dtype=torch.float32)
+
+    def _mcl_loss(self, x: torch.Tensor, idx: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+        """The official inner objective: the weighted contrastive terms of the plain networks with the weight
+        network's pair weights (with gradient), then the memory update, as the official criterion does."""
+        cfg = self.cfg
+        feats = [net(x)[0] for net in self.learners.nets]
+        embedded = [[head(f) for head, f in zip(heads, fs)] for heads, fs in zip(self.learners.embeds, feats)]
+        terms = lmcl_memory_losses(embedded, self.banks.rows(idx), self.weight_net(feats), cfg.tau,
+                                   cfg.kd_temperature, cfg.pos_k, cfg.official_vcl)
+        self.banks.update([e[-1].detach() for e in embedded], own)
+        return cfg.alpha * terms["vcl"] + cfg.gamma * terms["svcl"] + cfg.beta * terms["icl"] + cfg.lam * terms["sicl"]
+
+    def _cls_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The official outer objective: every stage's cross-entropy (no aggregator, no KD)."""
+        return sum(nn.functional.cross_entropy(logit, labels) for net in self.learners.nets for logit in net(x)[1])
+
+    def weight_optimizer(self) -> torch.optim.Optimizer:
+        """The weight network's Nesterov SGD (official ``weight_optimizer``), on the weights' device."""
+        if self._weight_opt is None:
+            t = self.train_cfg
+            self._weight_opt = torch.optim.SGD(self.weight_net.parameters(), lr=0.0, momentum=t.momentum,
+                                               weight_decay=t.weight_decay, nesterov=t.momentum > 0)
+            if self._weight_opt_state is not None:
+                self._weight_opt.load_state_dict(self._weight_opt_state)
+                self._weight_opt_state = None
+        return self._weight_opt
+
+    def meta_step(self, lr: float) -> None:
+        """The official meta step on the stored batch; the weight network then takes one step."""
+        x, labels, idx, own = self._meta_batch
+        t = self.train_cfg
+        stepper = MetaStep(list(self.learners.nets.parameters()) + list(self.learners.embeds.parameters()),
+                           [self.learners.nets, self.learners.embeds, self.banks], list(self.weight_net.parameters()),
+                           self.cfg.meta_times, t.momentum, t.weight_decay)
+        with torch.autocast(x.device.type, enabled=False):
+            stepper.run(lambda: self._mcl_loss(x, idx, own), lambda: self._cls_loss(x, labels), lr)
+        opt = self.weight_optimizer()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
         if batch.n_global != 1 or batch.local_crops is not None:
@@ -134,14 +196,21 @@ class LMCL(Method):
             total = (terms["cls"] + terms["kd"] + cfg.alpha * terms["vcl"] + cfg.gamma * terms["svcl"]
                      + cfg.beta * terms["icl"] + cfg.lam * terms["sicl"])
         self._pending = ([e[-1].detach() for e in embedded], batch.indices)
+        if cfg.meta == "on" and (info.step % self._iters_per_epoch) % cfg.meta_freq == 0:
+            self._meta_batch = (_at_least_fp32(batch.global_crops), batch.labels, idx, batch.indices)
         return Losses(terms, {"learners": total})
 
-    @torch.no_grad()
     def after_step(self, info: StepInfo) -> None:
-        """The memory banks move towards this step's last-stage embeddings of every rank's images."""
+        """The memory banks move towards this step's last-stage embeddings of every rank's images; then, every
+        ``--meta_freq`` batches of an epoch, the meta step on this batch (official order)."""
         if self._pending is not None:
-            self.banks.update(*self._pending)
+            with torch.no_grad():
+                self.banks.update(*self._pending)
             self._pending = None
+        if self._meta_batch is not None:
+            with region("meta"):
+                self.meta_step(info.values["lr"])
+            self._meta_batch = None
 
     def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:
         return {f"net_{i}": (net.backbone, "cnn") for i, net in enumerate(self.learners.nets, start=1)}
@@ -163,6 +232,8 @@ class LMCL(Method):
             out |= {f"net_{i}": cpu(net), f"arch_{i}": arch}
         out["lmcl_heads"] = {"embeds": cpu(self.learners.embeds), "aggregator": cpu(self.learners.aggregator)}
         out["lmcl_banks"] = cpu(self.banks)
+        opt = self._weight_opt.state_dict() if self._weight_opt is not None else self._weight_opt_state
+        out["lmcl_weight_net"] = {"state": cpu(self.weight_net), "optimizer": opt}
         return out
 
     def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -180,8 +251,11 @@ class LMCL(Method):
             self.learners.embeds.load_state_dict(ckpt["lmcl_heads"]["embeds"])
             self.learners.aggregator.load_state_dict(ckpt["lmcl_heads"]["aggregator"])
             self.banks.load_state_dict(ckpt["lmcl_banks"])
+            if "lmcl_weight_net" in ckpt:
+                self.weight_net.load_state_dict(ckpt["lmcl_weight_net"]["state"])
+                self._weight_opt, self._weight_opt_state = None, ckpt["lmcl_weight_net"]["optimizer"]
         except (RuntimeError, KeyError) as err:
             raise ValueError(f"the L-MCL checkpoint does not fit these networks or banks (same data and "
                              f"--num_classes?): {err}") from err
         names = [f"{kind}_{i}" for i in range(1, n + 1) for kind in ("net", "arch")]
-        return {k: v for k, v in ckpt.items() if k not in (*names, "lmcl_heads", "lmcl_banks")}
+        return {k: v for k, v in ckpt.items() if k not in (*names, "lmcl_heads", "lmcl_banks", "lmcl_weight_net")}
