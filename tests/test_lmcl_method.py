@@ -235,3 +235,20 @@ def test_under_ddp_the_meta_step_keeps_every_rank_identical() -> None:
     for part in ("weights", "learners"):
         for name, value in ranks[0][part].items():
             assert torch.equal(value, ranks[1][part][name]), (part, name)
+
+
+def test_eval_classifiers_reports_every_network_stage_and_aggregate(lmcl_run, photo_folder, tmp_path, capsys) -> None:
+    from mokd_fast.eval.classify import main as classify_main
+
+    assert classify_main(["--checkpoint", str(lmcl_run / "checkpoint.pth"), "--data_path", str(photo_folder),
+                          "--input_size", str(SIZE), "--batch_size", "5", "--num_workers", "1", "--device", "cpu",
+                          "--output_dir", str(tmp_path)]) == 0
+    record = json.loads((tmp_path / "classifiers.json").read_text())
+    assert record["images"] == 16 and record["archs"] == ["resnet18", "resnet18"]
+    for net in ("net_1", "net_2"):
+        assert set(record[net]) == {"stage_1", "stage_2", "stage_3", "final", "aggregated"}
+        for acc in record[net].values():
+            assert 0 <= acc["top1"] <= 100 and acc["top4"] == 100.0  # 4 classes: top-4 always hits
+    assert "net_1 (resnet18) top-1: stage_1" in capsys.readouterr().out
+    status = classify_main(["--checkpoint", str(lmcl_run / "log.jsonl"), "--data_path", str(photo_folder)])
+    assert status == 2

@@ -1,0 +1,112 @@
+"""``tools/eval_classifiers.py``: top-1/top-5 of every classifier of a supervised (L-MCL) checkpoint on a labelled split.
+
+The official L-MCL scripts report, on the validation set, the accuracy of every network at every
+stage (the three auxiliary classifiers and the final one) and select by the best of them; here the
+aggregated (ensemble) classifier of each network is reported too. Validation transform: shorter
+side to 256 (bicubic) and a 224 centre crop, as the official ``test()``.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mokd_fast.errors import UsageError
+from mokd_fast.eval.data import default_resize, open_split, split_batches
+from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet
+
+
+def load_classifiers(path: str | Path) -> tuple[list[AuxResNet], Aggregator, list[str]]:
+    """The networks and aggregator of an L-MCL checkpoint, in eval mode.
+
+    Raises:
+        UsageError: No such file, or not an L-MCL checkpoint (the keys present are named).
+    """
+    if not Path(path).is_file():
+        raise UsageError(f"--checkpoint {path}: no such file")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several kinds for a file that is not a checkpoint
+        raise UsageError(f"--checkpoint {path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+    names = sorted(k for k in ckpt if k.startswith("net_")) if isinstance(ckpt, dict) else []
+    if not names or "lmcl_heads" not in ckpt:
+        keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise UsageError(f"--checkpoint {path} is not an L-MCL checkpoint (no net_i and lmcl_heads entries; it has {keys})")
+    nets, archs = [], []
+    for name in names:
+        arch = ckpt.get(f"arch_{name.removeprefix('net_')}")
+        classes = ckpt[name]["backbone.fc.weight"].shape[0]
+        net = AuxResNet(arch, classes)
+        net.load_state_dict(ckpt[name])
+        nets.append(net.eval())
+        archs.append(arch)
+    aggregator = Aggregator([net.width for net in nets], stages=4)
+    aggregator.load_state_dict(ckpt["lmcl_heads"]["aggregator"])
+    return nets, aggregator.eval(), archs
+
+
+@torch.no_grad()
+def evaluate(nets: list[AuxResNet], aggregator: Aggregator, batches, device: torch.device) -> dict[str, Any]:
+    """``{net_i: {stage_s | aggregated: {top1, top5}}}`` in percent over ``batches`` of (images, labels, index)."""
+    nets = [net.to(device) for net in nets]
+    aggregator = aggregator.to(device)
+    classes = nets[0].backbone.fc.out_features
+    k = min(5, classes)
+    correct = [[torch.zeros(2, device=device) for _ in range(5)] for _ in nets]  # per stage + aggregated
+    total = 0
+    for images, labels, index in batches:
+        keep = index >= 0  # drop the padding rows
+        images, labels = images[keep], labels[keep]
+        feats, logits = zip(*(net(images) for net in nets))
+        aggregated = aggregator(list(feats), list(logits))
+        for i in range(len(nets)):
+            for s, out in enumerate([*logits[i], aggregated[i]]):
+                top = out.topk(k, dim=1).indices  # [B, k]
+                hit = top == labels[:, None]
+                correct[i][s] += torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum()]).float()
+        total += len(labels)
+    if total == 0:
+        raise UsageError("the evaluation split holds no images")
+    names = ["stage_1", "stage_2", "stage_3", "final", "aggregated"]
+    return {f"net_{i + 1}": {name: {"top1": round(100 * c[0].item() / total, 2), f"top{k}": round(100 * c[1].item() / total, 2)}
+                             for name, c in zip(names, per)} for i, per in enumerate(correct)} | {"images": total}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="eval_classifiers.py", description=__doc__)
+    parser.add_argument("--checkpoint", required=True, help="An L-MCL training checkpoint (train.py --method lmcl).")
+    parser.add_argument("--data_path", required=True,
+                        help="The labelled split to evaluate: an ImageFolder (class folders named as in training) or "
+                             "its tools/convert_dataset.py output.")
+    parser.add_argument("--input_size", type=int, default=224, help="Centre-crop side (official 224).")
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--num_workers", type=int, default=4)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--output_dir", default=".", help="Where classifiers.json goes.")
+    args = parser.parse_args(argv)
+    try:
+        nets, aggregator, archs = load_classifiers(args.checkpoint)
+        split = open_split(args.data_path)
+        classes = nets[0].backbone.fc.out_features
+        if len(split.classes) != classes:
+            raise UsageError(f"--data_path {args.data_path} has {len(split.classes)} classes but the networks were "
+                             f"trained on {classes}; give the matching split (class folders named as in training)")
+        device = torch.device(args.device)
+        batches = split_batches(split, args.input_size, default_resize(args.input_size), False, args.batch_size, 0, 1,
+                                device, args.num_workers)
+        result = evaluate(nets, aggregator, batches, device)
+    except UsageError as err:
+        print(f"eval_classifiers.py: error: {err}", file=sys.stderr)
+        return 2
+    for i, arch in enumerate(archs, start=1):
+        row = "  ".join(f"{name} {acc['top1']:.2f}" for name, acc in result[f"net_{i}"].items())
+        print(f"net_{i} ({arch}) top-1: {row}")
+    out = Path(args.output_dir) / "classifiers.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"checkpoint": args.checkpoint, "data_path": args.data_path, "archs": archs, **result},
+                              indent=2) + "\n")
+    print(f"wrote {out}")
+    return 0
