@@ -217,3 +217,36 @@ def official_meta_step(learners, weight_net, banks, x, y, idx, lr, times=2, alph
     outer_objective().backward()
     meta.meta_backward()
     return [p.grad.clone() for p in weight_net.parameters()]
+
+
+def sup_mcl_batch_terms(embeddings, labels, weights, tau=0.1, kd_T=3.0):
+    """``losses/cifar_sup_layer_mcl_meta_loss.py``: ``SupMCL.forward`` summed over pairs as ``Sup_MCL_Loss_Meta``."""
+    kl = WeightedKLDiv(kd_T)
+    labels = labels.unsqueeze(0)
+    intra_mask = torch.eq(labels, labels.T).float() - torch.eye(labels.size(1))
+    diag_mask = 1.0 - torch.eye(labels.size(1))
+    totals = [0.0, 0.0, 0.0, 0.0]
+    count = 0
+    n = len(embeddings)
+    for i in range(n):
+        for j in range(n):
+            if i == j:
+                continue
+            for e_a in embeddings[i]:
+                for e_b in embeddings[j]:
+                    weight = weights[count].unsqueeze(-1)
+                    count += 1
+                    inter = [torch.mm(e_a, e_b.T) / tau, torch.mm(e_b, e_a.T) / tau]
+                    sicl = kl(inter[0], inter[1].detach(), weight) + kl(inter[1], inter[0].detach(), weight)
+                    icl = 0.0
+                    for logit in inter:
+                        log_prob = logit - torch.log((torch.exp(logit) * diag_mask).sum(1, keepdim=True))
+                        icl = icl - ((intra_mask * log_prob * weight).sum(1) / intra_mask.sum(1)).mean()
+                    intra = [torch.mm(e_a, e_a.T) / tau, torch.mm(e_b, e_b.T) / tau]
+                    svcl = kl(intra[0], intra[1].detach(), weight) + kl(intra[1], intra[0].detach(), weight)
+                    vcl = 0.0
+                    for logit in intra:
+                        log_prob = logit - torch.log((torch.exp(logit) * diag_mask).sum(1, keepdim=True))
+                        vcl = vcl - ((intra_mask * log_prob * weight).sum(1) / intra_mask.sum(1)).mean()
+                    totals = [t + x for t, x in zip(totals, (vcl, svcl, icl, sicl))]
+    return tuple(totals)

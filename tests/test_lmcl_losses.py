@@ -99,3 +99,30 @@ def test_terms_are_fp32_under_bf16_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         terms = lmcl_memory_losses([[e.bfloat16() for e in s] for s in emb], banks.rows(idx), weights)
     assert all(t.dtype == torch.float32 and torch.isfinite(t) for t in terms.values())
+
+
+def test_in_batch_terms_equal_the_official_cifar_criterion() -> None:
+    """Every class twice in the batch (the official MPerClassSampler's guarantee), random pair weights."""
+    from mokd_fast.methods.lmcl.losses import lmcl_batch_losses
+    from tests.official_lmcl import sup_mcl_batch_terms
+
+    _, _, _, _, emb, weights = _setup()
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    ours = lmcl_batch_losses(emb, labels, weights)
+    ref_emb = [[e.detach().clone().requires_grad_() for e in stages] for stages in emb]
+    ref = sup_mcl_batch_terms(ref_emb, labels, weights)
+    for name, value in zip(("vcl", "svcl", "icl", "sicl"), ref):
+        assert abs(ours[name].item() - value.item()) <= 1e-5 * max(1.0, abs(value.item())), (name, ours[name], value)
+    sum(ours.values()).backward()
+    sum(ref).backward()
+    for stages, ref_stages in zip(emb, ref_emb):
+        for a, b in zip(stages, ref_stages):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_in_batch_rows_without_a_positive_count_zero_instead_of_nan() -> None:
+    from mokd_fast.methods.lmcl.losses import lmcl_batch_losses
+
+    _, _, _, _, emb, weights = _setup()
+    terms = lmcl_batch_losses(emb, torch.tensor([0, 0, 1, 2, 3, 4]), weights)
+    assert all(torch.isfinite(t) for t in terms.values())

@@ -252,3 +252,19 @@ def test_eval_classifiers_reports_every_network_stage_and_aggregate(lmcl_run, ph
     assert "net_1 (resnet18) top-1: stage_1" in capsys.readouterr().out
     status = classify_main(["--checkpoint", str(lmcl_run / "log.jsonl"), "--data_path", str(photo_folder)])
     assert status == 2
+
+
+def test_the_in_batch_form_trains_without_memory_banks_and_with_the_meta_step() -> None:
+    step = _step(memory="batch", meta="on", lr=1e-2)
+    model = step.model
+    assert model.banks is None and model.sampler is None
+    before = {k: v.clone() for k, v in model.weight_net.state_dict().items()}
+    out = step(_batch(0, torch.arange(B)), 0, epoch=0)
+    assert all(math.isfinite(v.item()) for v in out.values())
+    assert any(not torch.equal(v, before[k]) for k, v in model.weight_net.state_dict().items())
+    state = model.checkpoint_state()
+    assert "lmcl_banks" not in state
+    fresh = _step(memory="batch").model
+    fresh.load_checkpoint_state(state)
+    with pytest.raises(ValueError, match="not an L-MCL checkpoint"):
+        _step().model.load_checkpoint_state(state)  # a bank run refuses a checkpoint without banks

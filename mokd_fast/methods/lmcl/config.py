@@ -14,6 +14,7 @@ from mokd_fast.run_config import RunConfig, require
 from mokd_fast.settings import setting
 
 META_MODES = ("on", "off")
+MEMORY_MODES = ("bank", "batch")
 
 
 @dataclass
@@ -25,6 +26,11 @@ class LMCLConfig:
         "each with three auxiliary classifiers on its earlier stages.")
     num_classes: int | None = setting(None, "Classes; default: read from the training data's labels.")
     feat_dim: int = setting(128, "Width of the projected embeddings and the memory banks (official --feat-dim).")
+    memory: str = setting(
+        "bank", "Where the contrast's other images come from: bank (the official ImageNet form: per-network memory "
+        "banks of the whole training set, --pos_k/--neg_k drawn per image) or batch (the official CIFAR form, for "
+        "small data: the other images of the batch; its official recipe also sets --tau 0.1 --alpha 0.1 --beta 0.1).",
+        choices=MEMORY_MODES)
     tau: float = setting(0.07, "Temperature of the contrastive logits (official --tau).")
     kd_temperature: float = setting(3.0, "Temperature of the logit KD and the KL terms (official --kd_T).")
     alpha: float = setting(0.01, "Weight of vcl, the intra-network contrast (official --alpha).")
@@ -57,6 +63,7 @@ class LMCLConfig:
             require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         require(0 <= self.nce_momentum < 1, f"--nce_momentum must be in [0, 1), got {self.nce_momentum}")
         require(self.meta in META_MODES, f"--meta {self.meta!r}: choose from {META_MODES}")
+        require(self.memory in MEMORY_MODES, f"--memory {self.memory!r}: choose from {MEMORY_MODES}")
         require(0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"--crop_scale {self.crop_scale}: need 0 < min <= max <= 1")
 
 

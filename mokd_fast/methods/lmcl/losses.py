@@ -100,3 +100,52 @@ def lmcl_classification_losses(logits: list[list[torch.Tensor]], aggregated: lis
         cls = cls + sum(F.cross_entropy(x, labels) for x in aggregated)
         kd = sum(kd_kl(stages[-1], agg, kd_temperature) for stages in logits for agg in aggregated)
     return {"cls": cls, "kd": kd}
+
+
+def _positive_mean_nll(logits: torch.Tensor, positives: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """``-1/B sum_n w_n sum_m P_nm lp_nm / sum_m P_nm``, ``lp`` normalised over the off-diagonal columns.
+
+    A row with no positive (its class alone in the batch) counts 0: the official code divides 0 by 0
+    there and relies on its class sampler (two images per class) never to produce one.
+    """
+    eye = torch.eye(logits.shape[0], dtype=torch.bool, device=logits.device)
+    log_prob = logits - torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1, keepdim=True)
+    count = positives.sum(dim=1)
+    per_row = (positives * log_prob).sum(dim=1) / count.clamp_min(1)
+    return -(weight * per_row).mean()
+
+
+def lmcl_batch_losses(embeddings: list[list[torch.Tensor]], labels: torch.Tensor, weights: torch.Tensor,
+                      tau: float = 0.1, kd_temperature: float = 3.0) -> dict[str, torch.Tensor]:
+    """L-MCL's in-batch form (the official CIFAR criterion, ``SupMCL``): the same four terms over the batch.
+
+    For an ordered pair of networks (a, b) and stages (k, z): inter-network logits ``e_a e_b^T / tau`` and
+    ``e_b e_a^T / tau``, intra-network ``e_a e_a^T / tau`` and ``e_b e_b^T / tau`` (``[B, B]``); positives
+    are the other images of the same class (the diagonal excluded, also from the normaliser, so the same
+    image seen by the other network is neither: the official quirk), the KL terms run over every column.
+    """
+    with torch.autocast(labels.device.type, enabled=False):
+        emb = [[_fp32(e) for e in stages] for stages in embeddings]
+        weights = _fp32(weights)
+        same = labels[:, None] == labels[None, :]
+        positives = (same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)).to(weights.dtype)
+        n = len(emb)
+        vcl = svcl = icl = sicl = weights.new_zeros(())
+        count = 0
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                for ea in emb[a]:
+                    for eb in emb[b]:
+                        w = weights[count]
+                        count += 1
+                        l_ab, l_ba = ea @ eb.T / tau, eb @ ea.T / tau
+                        l_aa, l_bb = ea @ ea.T / tau, eb @ eb.T / tau
+                        sicl = sicl + weighted_kl(l_ab, l_ba, w, kd_temperature) + weighted_kl(l_ba, l_ab, w, kd_temperature)
+                        icl = icl + _positive_mean_nll(l_ab, positives, w) + _positive_mean_nll(l_ba, positives, w)
+                        svcl = svcl + weighted_kl(l_aa, l_bb, w, kd_temperature) + weighted_kl(l_bb, l_aa, w, kd_temperature)
+                        vcl = vcl + _positive_mean_nll(l_aa, positives, w) + _positive_mean_nll(l_bb, positives, w)
+        if count != weights.shape[0]:
+            raise ValueError(f"{weights.shape[0]} pair weights for {count} pairs of networks and stages")
+    return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}

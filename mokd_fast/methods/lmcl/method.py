@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
 from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
-from mokd_fast.methods.lmcl.losses import lmcl_classification_losses, lmcl_memory_losses
+from mokd_fast.methods.lmcl.losses import lmcl_batch_losses, lmcl_classification_losses, lmcl_memory_losses
 from mokd_fast.methods.lmcl.memory import ClassSampler, MemoryBanks
 from mokd_fast.methods.lmcl.meta import MetaStep
 from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed, LossWeightNetwork
@@ -84,8 +84,10 @@ class LMCL(Method):
             raise ValueError(f"--num_classes {cfg.num_classes} but the training labels go up to {classes - 1}")
         self.num_classes = cfg.num_classes or classes
         self.learners = Learners(cfg.archs, self.num_classes, cfg.feat_dim)
-        self.banks = MemoryBanks(len(cfg.archs), len(labels), cfg.feat_dim, seed=train.seed, momentum=cfg.nce_momentum)
-        self.sampler = ClassSampler(labels)
+        bank = cfg.memory == "bank"
+        self.banks = (MemoryBanks(len(cfg.archs), len(labels), cfg.feat_dim, seed=train.seed, momentum=cfg.nce_momentum)
+                      if bank else None)
+        self.sampler = ClassSampler(labels) if bank else None
         self.weight_net = LossWeightNetwork([[net.width] * 4 for net in self.learners.nets])
         self.weight_net.requires_grad_(cfg.meta == "on")
         self._weight_opt: torch.optim.Optimizer | None = None  # built on the training device, on first use
@@ -133,15 +135,25 @@ class LMCL(Method):
         n, stages, batch = len(feats), len(feats[0]), feats[0][0].shape[0]
         return feats[0][0].new_ones(n * (n - 1) * stages * stages, batch, dtype=torch.float32)
 
-    def _mcl_loss(self, x: torch.Tensor, idx: torch.Tensor, own: torch.Tensor) -> torch.Tensor:
+    def _contrast(self, embedded: list[list[torch.Tensor]], weights: torch.Tensor, labels: torch.Tensor,
+                  idx: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """vcl, svcl, icl, sicl against the memory banks (``idx`` their rows) or within the batch."""
+        cfg = self.cfg
+        if self.banks is None:
+            return lmcl_batch_losses(embedded, labels, weights, cfg.tau, cfg.kd_temperature)
+        return lmcl_memory_losses(embedded, self.banks.rows(idx), weights, cfg.tau, cfg.kd_temperature, cfg.pos_k,
+                                  cfg.official_vcl)
+
+    def _mcl_loss(self, x: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor | None,
+                  own: torch.Tensor) -> torch.Tensor:
         """The official inner objective: the weighted contrastive terms of the plain networks with the weight
         network's pair weights (with gradient), then the memory update, as the official criterion does."""
         cfg = self.cfg
         feats = [net(x)[0] for net in self.learners.nets]
         embedded = [[head(f) for head, f in zip(heads, fs)] for heads, fs in zip(self.learners.embeds, feats)]
-        terms = lmcl_memory_losses(embedded, self.banks.rows(idx), self.weight_net(feats), cfg.tau,
-                                   cfg.kd_temperature, cfg.pos_k, cfg.official_vcl)
-        self.banks.update([e[-1].detach() for e in embedded], own)
+        terms = self._contrast(embedded, self.weight_net(feats), labels, idx)
+        if self.banks is not None:
+            self.banks.update([e[-1].detach() for e in embedded], own)
         return cfg.alpha * terms["vcl"] + cfg.gamma * terms["svcl"] + cfg.beta * terms["icl"] + cfg.lam * terms["sicl"]
 
     def _cls_loss(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -163,11 +175,11 @@ class LMCL(Method):
         """The official meta step on the stored batch; the weight network then takes one step."""
         x, labels, idx, own = self._meta_batch
         t = self.train_cfg
-        stepper = MetaStep(list(self.learners.nets.parameters()) + list(self.learners.embeds.parameters()),
-                           [self.learners.nets, self.learners.embeds, self.banks], list(self.weight_net.parameters()),
-                           self.cfg.meta_times, t.momentum, t.weight_decay)
+        stateful = [self.learners.nets, self.learners.embeds] + ([self.banks] if self.banks is not None else [])
+        stepper = MetaStep(list(self.learners.nets.parameters()) + list(self.learners.embeds.parameters()), stateful,
+                           list(self.weight_net.parameters()), self.cfg.meta_times, t.momentum, t.weight_decay)
         with torch.autocast(x.device.type, enabled=False):
-            stepper.run(lambda: self._mcl_loss(x, idx, own), lambda: self._cls_loss(x, labels), lr)
+            stepper.run(lambda: self._mcl_loss(x, labels, idx, own), lambda: self._cls_loss(x, labels), lr)
         opt = self.weight_optimizer()
         for group in opt.param_groups:
             group["lr"] = lr
@@ -178,24 +190,26 @@ class LMCL(Method):
         if batch.n_global != 1 or batch.local_crops is not None:
             raise ValueError(f"L-MCL needs 1 view per image; the batch has {batch.n_global} global views"
                              f"{' and local views' if batch.local_crops is not None else ''}")
-        if batch.labels is None or batch.indices is None:
+        if batch.labels is None or (batch.indices is None and self.banks is not None):
             raise ValueError("L-MCL needs each batch's labels and dataset indices; the dali pipeline gives no indices "
                              "(use --pipeline nvjpeg on the same shards, ffcv or torchvision)")
         with region("networks"):
             feats, logits, embedded, aggregated = self.run_trainable()(batch.global_crops)
         cfg = self.cfg
         with region("losses"):
-            rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
-                else (0, 1)
-            idx = self.sampler.sample(batch.indices, cfg.pos_k, cfg.neg_k, self.train_cfg.seed, info.step, rank,
-                                      world)  # [B, 1 + pos_k + neg_k]
+            idx = None
+            if self.sampler is not None:
+                rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
+                    else (0, 1)
+                idx = self.sampler.sample(batch.indices, cfg.pos_k, cfg.neg_k, self.train_cfg.seed, info.step, rank,
+                                          world)  # [B, 1 + pos_k + neg_k]
             weights = self.pair_weights([[f.detach() for f in fs] for fs in feats])
             terms = lmcl_classification_losses(logits, aggregated, batch.labels, cfg.kd_temperature)
-            terms |= lmcl_memory_losses(embedded, self.banks.rows(idx), weights, cfg.tau, cfg.kd_temperature,
-                                        cfg.pos_k, cfg.official_vcl)
+            terms |= self._contrast(embedded, weights, batch.labels, idx)
             total = (terms["cls"] + terms["kd"] + cfg.alpha * terms["vcl"] + cfg.gamma * terms["svcl"]
                      + cfg.beta * terms["icl"] + cfg.lam * terms["sicl"])
-        self._pending = ([e[-1].detach() for e in embedded], batch.indices)
+        if self.banks is not None:
+            self._pending = ([e[-1].detach() for e in embedded], batch.indices)
         if cfg.meta == "on" and (info.step % self._iters_per_epoch) % cfg.meta_freq == 0:
             self._meta_batch = (_at_least_fp32(batch.global_crops), batch.labels, idx, batch.indices)
         return Losses(terms, {"learners": total})
@@ -218,8 +232,9 @@ class LMCL(Method):
     def describe(self) -> str:
         parts = [f"{arch} + 3 auxiliary classifiers ({sum(p.numel() for p in net.parameters()) / 1e6:.1f}M)"
                  for arch, net in zip(self.cfg.archs, self.learners.nets)]
-        return (f"L-MCL {' + '.join(parts)}, {self.num_classes} classes; memory banks {len(parts)} x "
-                f"{self.banks.bank(0).shape[0]} x {self.cfg.feat_dim}, {self.cfg.neg_k} negatives; meta {self.cfg.meta}")
+        memory = (f"memory banks {len(parts)} x {self.banks.bank(0).shape[0]} x {self.cfg.feat_dim}, {self.cfg.neg_k} "
+                  "negatives" if self.banks is not None else "in-batch contrast")
+        return f"L-MCL {' + '.join(parts)}, {self.num_classes} classes; {memory}; meta {self.cfg.meta}"
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Per network ``net_i`` (ResNet ``backbone.*``: what the evaluation tools read; ``auxiliary.*``) and
@@ -231,14 +246,16 @@ class LMCL(Method):
         for i, (arch, net) in enumerate(zip(self.cfg.archs, self.learners.nets), start=1):
             out |= {f"net_{i}": cpu(net), f"arch_{i}": arch}
         out["lmcl_heads"] = {"embeds": cpu(self.learners.embeds), "aggregator": cpu(self.learners.aggregator)}
-        out["lmcl_banks"] = cpu(self.banks)
+        if self.banks is not None:
+            out["lmcl_banks"] = cpu(self.banks)
         opt = self._weight_opt.state_dict() if self._weight_opt is not None else self._weight_opt_state
         out["lmcl_weight_net"] = {"state": cpu(self.weight_net), "optimizer": opt}
         return out
 
     def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
         n = len(self.cfg.archs)
-        if any(f"net_{i}" not in ckpt for i in range(1, n + 1)) or "lmcl_banks" not in ckpt or "lmcl_heads" not in ckpt:
+        if any(f"net_{i}" not in ckpt for i in range(1, n + 1)) or "lmcl_heads" not in ckpt or \
+                (self.banks is not None) != ("lmcl_banks" in ckpt):
             raise ValueError(f"no net_i/lmcl_heads/lmcl_banks entries for {n} networks: not an L-MCL checkpoint of this "
                              f"run (keys: {sorted(ckpt)[:8]})")
         for i, arch in enumerate(self.cfg.archs, start=1):
@@ -250,7 +267,8 @@ class LMCL(Method):
                 net.load_state_dict(ckpt[f"net_{i}"])
             self.learners.embeds.load_state_dict(ckpt["lmcl_heads"]["embeds"])
             self.learners.aggregator.load_state_dict(ckpt["lmcl_heads"]["aggregator"])
-            self.banks.load_state_dict(ckpt["lmcl_banks"])
+            if self.banks is not None:
+                self.banks.load_state_dict(ckpt["lmcl_banks"])
             if "lmcl_weight_net" in ckpt:
                 self.weight_net.load_state_dict(ckpt["lmcl_weight_net"]["state"])
                 self._weight_opt, self._weight_opt_state = None, ckpt["lmcl_weight_net"]["optimizer"]
