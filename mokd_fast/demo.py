@@ -10,7 +10,8 @@ two ResNet-18 peers) into ``demo_output/run-dogo``; with ``--method seed`` SEED
 (``configs/demo_seed_cpu.yaml``: the MOKD demo's CNN teacher distilled into a MobileNetV3, after
 running the MOKD demo if its checkpoint is not there) into ``demo_output/run-seed``; with
 ``--method mcl`` MCL-MoCo (``configs/demo_mcl_cpu.yaml``, two ResNet-18 peers) into
-``demo_output/run-mcl``. Progress bar with samples/s, log.jsonl, TensorBoard events and
+``demo_output/run-mcl``; with ``--method lmcl`` L-MCL (``configs/demo_lmcl_cpu.yaml``, two ResNet-18
+classifiers on the photographs' classes, read by the nvjpeg pipeline) into ``demo_output/run-lmcl``. Progress bar with samples/s, log.jsonl, TensorBoard events and
 checkpoints. Extra arguments go to ``train.py``.
 """
 
@@ -26,7 +27,8 @@ from mokd_fast.sample_images import write_image_folder
 REPO = Path(__file__).resolve().parents[1]
 # --method -> (demo recipe, run directory under demo_output)
 DEMOS = {"mokd": ("configs/demo_cpu.yaml", "run"), "dogo": ("configs/demo_dogo_cpu.yaml", "run-dogo"),
-         "seed": ("configs/demo_seed_cpu.yaml", "run-seed"), "mcl": ("configs/demo_mcl_cpu.yaml", "run-mcl")}
+         "seed": ("configs/demo_seed_cpu.yaml", "run-seed"), "mcl": ("configs/demo_mcl_cpu.yaml", "run-mcl"),
+         "lmcl": ("configs/demo_lmcl_cpu.yaml", "run-lmcl")}
 TEACHER_DEMO = {"seed": "mokd"}  # methods that distil another demo's result -> that demo
 
 

@@ -73,3 +73,14 @@ def test_step_mode_times_mcl_beside_its_official_execution(tmp_path) -> None:
     ours, baseline = record["runs"]
     assert ours["switches"]["fused_optim"] and not baseline["switches"]["fused_optim"]
     assert ours["samples_per_s"] > 0 and baseline["samples_per_s"] > 0
+
+
+def test_step_mode_times_lmcl_with_its_memory_banks(tmp_path) -> None:
+    out = tmp_path / "lmcl.json"
+    cmd = [sys.executable, str(REPO / "tools/benchmark.py"), "--mode", "step", "--method", "lmcl", "--global_size", "32",
+           "--classes", "10", "--train_images", "64", "--batch_size_per_gpu", "4", "--steps", "1", "--warmup", "1",
+           "--baseline", "--device", "cpu", "--json", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    record = json.loads(out.read_text())
+    assert (record["method"], record["classes"], record["train_images"], record["views"]) == ("lmcl", 10, 64, "1x32")
+    assert [r["variant"] for r in record["runs"]] == ["ours", "baseline"] and record["runs"][0]["samples_per_s"] > 0
