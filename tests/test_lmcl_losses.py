@@ -126,3 +126,22 @@ def test_in_batch_rows_without_a_positive_count_zero_instead_of_nan() -> None:
     _, _, _, _, emb, weights = _setup()
     terms = lmcl_batch_losses(emb, torch.tensor([0, 0, 1, 2, 3, 4]), weights)
     assert all(torch.isfinite(t) for t in terms.values())
+
+
+@pytest.mark.parametrize("official_vcl", [True, False])
+def test_the_per_pair_form_equals_the_fused_one(official_vcl) -> None:
+    """--fused_loss False (official gathers and products per pair) gives the fused form's terms and gradients."""
+    from mokd_fast.methods.lmcl.losses import lmcl_memory_losses_per_pair
+
+    banks, _, _, idx, emb, weights = _setup()
+    fused = lmcl_memory_losses(emb, banks.rows(idx), weights, official_vcl=official_vcl)
+    ref_emb = [[e.detach().clone().requires_grad_() for e in stages] for stages in emb]
+    plain = lmcl_memory_losses_per_pair(ref_emb, [banks.bank(i) for i in range(2)], idx, weights,
+                                        official_vcl=official_vcl)
+    for name in fused:
+        assert fused[name].item() == pytest.approx(plain[name].item(), rel=1e-6)
+    sum(fused.values()).backward()
+    sum(plain.values()).backward()
+    for stages, ref_stages in zip(emb, ref_emb):
+        for a, b in zip(stages, ref_stages):
+            torch.testing.assert_close(a.grad, b.grad, rtol=1e-4, atol=1e-6)

@@ -48,6 +48,9 @@ class LMCLConfig:
         choices=META_MODES)
     meta_freq: int = setting(500, "Batches of an epoch between meta steps, from its first (official --meta-freq).")
     meta_times: int = setting(2, "Unrolled inner SGD steps of each meta step (official --times).")
+    fused_loss: bool = setting(
+        True, "Speed switch: each memory bank gathered once per step and each (bank, network, stage) product once "
+        "(N^2 S products). False: the official per-pair gathers and products (4 N (N - 1) S^2), the same numbers.")
     image_size: int = setting(224, "Side of the view.")
     crop_scale: tuple[float, float] = setting((0.08, 1.0), "Area range of the random resized crop (official 0.08-1).")
     epochs: int = setting(100, "Training length in epochs (official 100).")

@@ -89,6 +89,39 @@ def lmcl_memory_losses(embeddings: list[list[torch.Tensor]], rows: list[torch.Te
     return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}
 
 
+def lmcl_memory_losses_per_pair(embeddings: list[list[torch.Tensor]], banks: list[torch.Tensor], idx: torch.Tensor,
+                                 weights: torch.Tensor, tau: float = 0.07, kd_temperature: float = 3.0, pos_k: int = 1,
+                                 official_vcl: bool = True) -> dict[str, torch.Tensor]:
+    """``lmcl_memory_losses`` computed the official way: per pair of networks and stages, its own gathers from
+    the banks (``[N, D]`` each, by ``idx`` ``[B, K]``) and four products (``--fused_loss False``)."""
+    n = len(embeddings)
+    with torch.autocast(idx.device.type, enabled=False):
+        weights = _fp32(weights)
+        vcl = svcl = icl = sicl = weights.new_zeros(())
+        count = 0
+        for a in range(n):
+            for b in range(n):
+                if a == b:
+                    continue
+                for e_a in embeddings[a]:
+                    for e_b in embeddings[b]:
+                        w = weights[count]
+                        count += 1
+                        e_a32, e_b32 = _fp32(e_a), _fp32(e_b)
+                        rows_a, rows_b = banks[a][idx].detach(), banks[b][idx].detach()  # [B, K, D] each pair
+                        l_ab = torch.bmm(rows_a, e_b32.unsqueeze(-1)).squeeze(-1) / tau
+                        l_ba = torch.bmm(rows_b, e_a32.unsqueeze(-1)).squeeze(-1) / tau
+                        sicl = sicl + weighted_kl(l_ab, l_ba, w, kd_temperature) + weighted_kl(l_ba, l_ab, w, kd_temperature)
+                        icl = icl + positive_nll(l_ab, pos_k + 1, w) + positive_nll(l_ba, pos_k + 1, w)
+                        intra_rows_b = rows_a if official_vcl else rows_b
+                        intra_a = torch.bmm(rows_a[:, 1:], e_a32.unsqueeze(-1)).squeeze(-1) / tau
+                        intra_b = torch.bmm(intra_rows_b[:, 1:], e_b32.unsqueeze(-1)).squeeze(-1) / tau
+                        svcl = svcl + weighted_kl(intra_a, intra_b, w, kd_temperature) \
+                            + weighted_kl(intra_b, intra_a, w, kd_temperature)
+                        vcl = vcl + positive_nll(intra_a, pos_k, w) + positive_nll(intra_b, pos_k, w)
+    return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}
+
+
 def lmcl_classification_losses(logits: list[list[torch.Tensor]], aggregated: list[torch.Tensor], labels: torch.Tensor,
                                kd_temperature: float = 3.0) -> dict[str, torch.Tensor]:
     """``cls``: cross-entropy of every stage's and every aggregated classifier; ``kd``: every network's last

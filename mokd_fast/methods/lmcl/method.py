@@ -9,7 +9,12 @@ import torch.nn as nn
 
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
 from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
-from mokd_fast.methods.lmcl.losses import lmcl_batch_losses, lmcl_classification_losses, lmcl_memory_losses
+from mokd_fast.methods.lmcl.losses import (
+    lmcl_batch_losses,
+    lmcl_classification_losses,
+    lmcl_memory_losses,
+    lmcl_memory_losses_per_pair,
+)
 from mokd_fast.methods.lmcl.memory import ClassSampler, MemoryBanks
 from mokd_fast.methods.lmcl.meta import MetaStep
 from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed, LossWeightNetwork
@@ -141,6 +146,10 @@ class LMCL(Method):
         cfg = self.cfg
         if self.banks is None:
             return lmcl_batch_losses(embedded, labels, weights, cfg.tau, cfg.kd_temperature)
+        if not cfg.fused_loss:
+            banks = [self.banks.bank(i) for i in range(self.banks.networks)]
+            return lmcl_memory_losses_per_pair(embedded, banks, idx, weights, cfg.tau, cfg.kd_temperature, cfg.pos_k,
+                                               cfg.official_vcl)
         return lmcl_memory_losses(embedded, self.banks.rows(idx), weights, cfg.tau, cfg.kd_temperature, cfg.pos_k,
                                   cfg.official_vcl)
 
