@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from mokd_fast.config import MOKDConfig
 from mokd_fast.models.branches import StudentOutputs, TeacherOutputs
+from mokd_fast.precision import at_least_fp32
 from mokd_fast.schedules import teacher_temp_schedule
 
 LOSS_TERMS = (
@@ -48,11 +49,6 @@ def _search_pairs(
         ("cnn_search", students.cnn_thead, teachers.vit_search),
         ("vit_search", students.vit_thead, teachers.cnn_search),
     )
-
-
-def _wide(x: torch.Tensor) -> torch.Tensor:
-    """fp16/bf16 -> fp32 so softmax, centering and sums never run in half precision; wider kept."""
-    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
 def _all_reduce_sum(x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -120,7 +116,7 @@ class MOKDCriterion(nn.Module):
 
     def _fused(self, students: StudentOutputs, teachers: TeacherOutputs, epoch: int) -> dict[str, torch.Tensor]:
         pairs = _pairs(students, teachers)
-        teacher_logits = torch.stack([_wide(pairs[name][1]) for name in CENTERED_TERMS])  # [6, 2B, K]
+        teacher_logits = torch.stack([at_least_fp32(pairs[name][1]) for name in CENTERED_TERMS])  # [6, 2B, K]
         temps = self.temps[epoch].to(teacher_logits.dtype)  # [6]
         probs = F.softmax((teacher_logits - self.centers[:, None]) / temps[:, None, None], dim=-1)
         n_views, batch, k = self.n_views, teacher_logits.shape[1] // 2, teacher_logits.shape[2]
@@ -134,7 +130,7 @@ class MOKDCriterion(nn.Module):
             student = pairs[name][0]
             key = id(student)
             if key not in log_probs:
-                log_probs[key] = F.log_softmax(_wide(student) / self.student_temp, dim=-1).view(n_views, batch, k)
+                log_probs[key] = F.log_softmax(at_least_fp32(student) / self.student_temp, dim=-1).view(n_views, batch, k)
                 view_sums[key] = log_probs[key].sum(dim=0)
             # sum over teacher views t of <q_t, sum_{v != t} logp_v>, all samples at once
             cross = probs[i] * (view_sums[key].unsqueeze(0) - log_probs[key][:2])  # [2, B, K]
@@ -143,7 +139,7 @@ class MOKDCriterion(nn.Module):
         search_temp = temps[CENTERED_TERMS.index("vit_self")]
         for name, student, teacher in _search_pairs(students, teachers):
             local_log_probs = log_probs[id(student)][2:].reshape(-1, k)  # [L*B, K], view-major
-            target = F.softmax(_wide(teacher) / search_temp, dim=-1)
+            target = F.softmax(at_least_fp32(teacher) / search_temp, dim=-1)
             terms[name] = -(target * local_log_probs).sum(dim=-1).mean()
 
         self._update_centers_fused(teacher_logits)
@@ -159,8 +155,8 @@ class MOKDCriterion(nn.Module):
         terms: dict[str, torch.Tensor] = {}
         for i, (name, (student, teacher)) in enumerate(_pairs(students, teachers).items()):
             temp = float(self.temp_schedules[name][epoch])
-            student_views = (_wide(student) / self.student_temp).chunk(self.n_views)
-            teacher_views = F.softmax((_wide(teacher) - self.centers[i]) / temp, dim=-1).chunk(2)
+            student_views = (at_least_fp32(student) / self.student_temp).chunk(self.n_views)
+            teacher_views = F.softmax((at_least_fp32(teacher) - self.centers[i]) / temp, dim=-1).chunk(2)
             total, n_terms = 0.0, 0
             for iq, q in enumerate(teacher_views):
                 for v, s in enumerate(student_views):
@@ -172,12 +168,12 @@ class MOKDCriterion(nn.Module):
         search_temp = float(self.search_temp_schedule[epoch])
         n_local_rows = students.cnn_query.shape[0]
         for name, student, teacher in _search_pairs(students, teachers):
-            local = _wide(student[-n_local_rows:]) / self.student_temp
-            target = F.softmax(_wide(teacher) / search_temp, dim=-1)
+            local = at_least_fp32(student[-n_local_rows:]) / self.student_temp
+            target = F.softmax(at_least_fp32(teacher) / search_temp, dim=-1)
             terms[name] = torch.sum(-target * F.log_softmax(local, dim=-1), dim=-1).mean()
         with torch.no_grad():
             for i, (_, teacher) in enumerate(_pairs(students, teachers).values()):
-                batch_sum, world = _all_reduce_sum(_wide(teacher).sum(dim=0))
+                batch_sum, world = _all_reduce_sum(at_least_fp32(teacher).sum(dim=0))
                 batch_center = batch_sum / (teacher.shape[0] * world)
                 self.centers[i] = self.centers[i] * self.center_momentum + batch_center * (1 - self.center_momentum)
         return terms

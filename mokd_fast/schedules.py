@@ -97,3 +97,8 @@ def epoch_step_schedule(base_value: float, milestones: tuple[int, ...], epochs: 
     e = np.arange(epochs)
     drops = sum((e >= m).astype(np.float64) for m in milestones) if milestones else np.zeros(epochs)
     return np.repeat(base_value * factor ** drops, iters_per_epoch)
+
+
+def batch_scaled_lr(lr: float, global_batch: int, scale: bool, base_batch: int = 256) -> float:
+    """``lr x global_batch / 256`` (the linear scaling rule of MoCo, SEED, MCL and L-MCL) when ``scale``, else ``lr``."""
+    return lr * global_batch / base_batch if scale else lr

@@ -23,10 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from mokd_fast.methods.mcl.losses import kd_kl
-
-
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from mokd_fast.precision import at_least_fp32
 
 
 def weighted_kl(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -60,9 +57,9 @@ def lmcl_memory_losses(embeddings: list[list[torch.Tensor]], rows: list[torch.Te
     """
     n = len(embeddings)
     with torch.autocast(rows[0].device.type, enabled=False):
-        emb = [[_fp32(e) for e in stages] for stages in embeddings]
-        rows = [_fp32(r.detach()) for r in rows]
-        weights = _fp32(weights)  # with gradient in the meta step's inner objective
+        emb = [[at_least_fp32(e) for e in stages] for stages in embeddings]
+        rows = [at_least_fp32(r.detach()) for r in rows]
+        weights = at_least_fp32(weights)  # with gradient in the meta step's inner objective
         # prod[i][j][s] = M_i[idx] . e_js / tau: [B, K], each computed once
         prod = [[[torch.bmm(rows[i], e.unsqueeze(-1)).squeeze(-1) / tau for e in emb[j]] for j in range(n)]
                 for i in range(n)]
@@ -96,7 +93,7 @@ def lmcl_memory_losses_per_pair(embeddings: list[list[torch.Tensor]], banks: lis
     the banks (``[N, D]`` each, by ``idx`` ``[B, K]``) and four products (``--fused_loss False``)."""
     n = len(embeddings)
     with torch.autocast(idx.device.type, enabled=False):
-        weights = _fp32(weights)
+        weights = at_least_fp32(weights)
         vcl = svcl = icl = sicl = weights.new_zeros(())
         count = 0
         for a in range(n):
@@ -107,7 +104,7 @@ def lmcl_memory_losses_per_pair(embeddings: list[list[torch.Tensor]], banks: lis
                     for e_b in embeddings[b]:
                         w = weights[count]
                         count += 1
-                        e_a32, e_b32 = _fp32(e_a), _fp32(e_b)
+                        e_a32, e_b32 = at_least_fp32(e_a), at_least_fp32(e_b)
                         rows_a, rows_b = banks[a][idx].detach(), banks[b][idx].detach()  # [B, K, D] each pair
                         l_ab = torch.bmm(rows_a, e_b32.unsqueeze(-1)).squeeze(-1) / tau
                         l_ba = torch.bmm(rows_b, e_a32.unsqueeze(-1)).squeeze(-1) / tau
@@ -127,8 +124,8 @@ def lmcl_classification_losses(logits: list[list[torch.Tensor]], aggregated: lis
     """``cls``: cross-entropy of every stage's and every aggregated classifier; ``kd``: every network's last
     classifier towards every network's aggregated logits (itself included, as official), ``T^2 KL`` batch mean."""
     with torch.autocast(labels.device.type, enabled=False):
-        logits = [[_fp32(x) for x in stages] for stages in logits]
-        aggregated = [_fp32(x) for x in aggregated]
+        logits = [[at_least_fp32(x) for x in stages] for stages in logits]
+        aggregated = [at_least_fp32(x) for x in aggregated]
         cls = sum(F.cross_entropy(x, labels) for stages in logits for x in stages)
         cls = cls + sum(F.cross_entropy(x, labels) for x in aggregated)
         kd = sum(kd_kl(stages[-1], agg, kd_temperature) for stages in logits for agg in aggregated)
@@ -158,8 +155,8 @@ def lmcl_batch_losses(embeddings: list[list[torch.Tensor]], labels: torch.Tensor
     image seen by the other network is neither: the official quirk), the KL terms run over every column.
     """
     with torch.autocast(labels.device.type, enabled=False):
-        emb = [[_fp32(e) for e in stages] for stages in embeddings]
-        weights = _fp32(weights)
+        emb = [[at_least_fp32(e) for e in stages] for stages in embeddings]
+        weights = at_least_fp32(weights)
         same = labels[:, None] == labels[None, :]
         positives = (same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)).to(weights.dtype)
         n = len(emb)

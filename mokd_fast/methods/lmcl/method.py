@@ -19,16 +19,11 @@ from mokd_fast.methods.lmcl.memory import ClassSampler, MemoryBanks
 from mokd_fast.methods.lmcl.meta import MetaStep
 from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed, LossWeightNetwork
 from mokd_fast.optim import make_optimizer
+from mokd_fast.precision import at_least_fp32
 from mokd_fast.regions import region
-from mokd_fast.schedules import epoch_cosine_schedule, epoch_step_schedule
+from mokd_fast.schedules import batch_scaled_lr, epoch_cosine_schedule, epoch_step_schedule
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy, ViewPolicy
-
-BASE_BATCH = 256
-
-
-def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class Learners(nn.Module):
@@ -127,7 +122,7 @@ class LMCL(Method):
         """Per epoch: x0.1 at each ``--schedule`` epoch (official), or a cosine with ``--cos``."""
         t = self.train_cfg
         self._iters_per_epoch = iters_per_epoch
-        lr = t.lr * t.batch_size_per_gpu * world_size / BASE_BATCH if t.scale_lr else t.lr
+        lr = batch_scaled_lr(t.lr, t.batch_size_per_gpu * world_size, t.scale_lr)
         if t.cos:
             return {"lr": epoch_cosine_schedule(lr, lr, self.epochs, iters_per_epoch)}
         return {"lr": epoch_step_schedule(lr, t.schedule, self.epochs, iters_per_epoch)}
@@ -136,7 +131,7 @@ class LMCL(Method):
         """``[P, B]`` per-sample weights of the ``N (N - 1) S^2`` pairs: the weight network's (no gradient), or 1."""
         if self.cfg.meta == "on":
             with torch.no_grad(), torch.autocast(feats[0][0].device.type, enabled=False):
-                return self.weight_net([[_at_least_fp32(f) for f in fs] for fs in feats])
+                return self.weight_net([[at_least_fp32(f) for f in fs] for fs in feats])
         n, stages, batch = len(feats), len(feats[0]), feats[0][0].shape[0]
         return feats[0][0].new_ones(n * (n - 1) * stages * stages, batch, dtype=torch.float32)
 
@@ -220,7 +215,7 @@ class LMCL(Method):
         if self.banks is not None:
             self._pending = ([e[-1].detach() for e in embedded], batch.indices)
         if cfg.meta == "on" and (info.step % self._iters_per_epoch) % cfg.meta_freq == 0:
-            self._meta_batch = (_at_least_fp32(batch.global_crops), batch.labels, idx, batch.indices)
+            self._meta_batch = (at_least_fp32(batch.global_crops), batch.labels, idx, batch.indices)
         return Losses(terms, {"learners": total})
 
     def after_step(self, info: StepInfo) -> None:

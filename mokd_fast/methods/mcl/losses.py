@@ -15,9 +15,7 @@ outside fp16's range.
 import torch
 import torch.nn.functional as F
 
-
-def _fp32(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from mokd_fast.precision import at_least_fp32
 
 
 def contrast_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -48,9 +46,9 @@ def mcl_moco_losses(q: list[torch.Tensor], k: list[torch.Tensor], queues: list[t
     if not n == len(k) == len(queues) or n < 2:
         raise ValueError(f"need the same number (>= 2) of queries, keys and queues, got {len(q)}, {len(k)}, {len(queues)}")
     with torch.autocast(q[0].device.type, enabled=False):
-        q = [_fp32(x) for x in q]
-        k = [_fp32(x.detach()) for x in k]
-        queues = [_fp32(x.detach()) for x in queues]
+        q = [at_least_fp32(x) for x in q]
+        k = [at_least_fp32(x.detach()) for x in k]
+        queues = [at_least_fp32(x.detach()) for x in queues]
         own = [contrast_logits(q[i], k[i], queues[i], temperature) for i in range(n)]  # [B, 1 + K] each
         zeros = torch.zeros(q[0].shape[0], dtype=torch.long, device=q[0].device)  # the positive is column 0
         vcl = sum(F.cross_entropy(logits, zeros) for logits in own)

@@ -19,11 +19,9 @@ from mokd_fast.methods.queue import EmbeddingQueue, gather_rows
 from mokd_fast.models.features import build_feature_backbone
 from mokd_fast.optim import make_optimizer
 from mokd_fast.regions import region
-from mokd_fast.schedules import epoch_cosine_schedule, epoch_step_schedule
+from mokd_fast.schedules import batch_scaled_lr, epoch_cosine_schedule, epoch_step_schedule
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy
-
-BASE_BATCH = 256
 
 
 class Encoder(nn.Module):
@@ -114,7 +112,7 @@ class MCL(Method):
     def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
         """Per epoch: x0.1 at each ``--schedule`` epoch (official), or a cosine with ``--cos``."""
         t = self.train_cfg
-        lr = t.lr * t.batch_size_per_gpu * world_size / BASE_BATCH if t.scale_lr else t.lr
+        lr = batch_scaled_lr(t.lr, t.batch_size_per_gpu * world_size, t.scale_lr)
         if t.cos:
             return {"lr": epoch_cosine_schedule(lr, lr, self.epochs, iters_per_epoch)}
         return {"lr": epoch_step_schedule(lr, t.schedule, self.epochs, iters_per_epoch)}

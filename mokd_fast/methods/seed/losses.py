@@ -13,9 +13,7 @@ which turns the nearly one-hot target into a uniform one (the specification meas
 import torch
 import torch.nn.functional as F
 
-
-def _at_least_fp32(t: torch.Tensor) -> torch.Tensor:
-    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+from mokd_fast.precision import at_least_fp32
 
 
 def similarity_logits(x: torch.Tensor, positive: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -46,9 +44,9 @@ def seed_loss(student: torch.Tensor, teacher: torch.Tensor, queue: torch.Tensor,
         ``-sum(p_teacher * log_softmax(student_logits)) / B``, in fp32 (fp64 for fp64 inputs).
     """
     with torch.autocast(student.device.type, enabled=False):
-        s = F.normalize(_at_least_fp32(student), dim=1)
-        t = F.normalize(_at_least_fp32(teacher.detach()), dim=1)
-        q = _at_least_fp32(queue.detach())
+        s = F.normalize(at_least_fp32(student), dim=1)
+        t = F.normalize(at_least_fp32(teacher.detach()), dim=1)
+        q = at_least_fp32(queue.detach())
         target = similarity_logits(t, t, q, teacher_temp).softmax(dim=1)  # [B, 1 + K]
         log_p = similarity_logits(s, t, q, student_temp).log_softmax(dim=1)
         return -(target * log_p).sum() / s.shape[0]

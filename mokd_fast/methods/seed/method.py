@@ -16,11 +16,9 @@ from mokd_fast.methods.seed.teacher_load import load_teacher
 from mokd_fast.methods.seed.views import seed_policy
 from mokd_fast.optim import make_optimizer
 from mokd_fast.regions import region
-from mokd_fast.schedules import epoch_cosine_schedule
+from mokd_fast.schedules import batch_scaled_lr, epoch_cosine_schedule
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy
-
-BASE_BATCH = 256  # the official lr_mult is batch / 256
 
 
 class SEED(Method):
@@ -72,7 +70,7 @@ class SEED(Method):
     def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
         """The official per-epoch warm-up from ``lr`` to ``lr x global batch / 256``, then a per-epoch cosine."""
         t = self.train_cfg
-        peak = t.lr * t.batch_size_per_gpu * world_size / BASE_BATCH if t.scale_lr else t.lr
+        peak = batch_scaled_lr(t.lr, t.batch_size_per_gpu * world_size, t.scale_lr)
         return {"lr": epoch_cosine_schedule(t.lr, peak, self.epochs, iters_per_epoch, t.warmup_epochs)}
 
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
