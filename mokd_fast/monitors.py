@@ -1,0 +1,100 @@
+"""Collapse monitors: statistics of a network's outputs that tell learning from the two ways self-distillation fails.
+
+DINO-family training collapses in two ways while the total loss can still fall: every image gets
+the same prototype (the mean output distribution has low entropy, few distinct argmax prototypes),
+or every output becomes uniform (the per-sample entropy reaches ln K). An embedding collapses when
+its L2-normalised rows all point one way (per-dimension spread 0). Every statistic here is a device
+tensor computed with static shapes (no ``unique``, no ``.item()``), so logging them costs no host
+sync beyond the log line's own.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+def distribution_monitors(probs: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Statistics of a batch of output distributions ``probs`` ``[N, K]`` (rows sum to 1), all fp32 scalars.
+
+    Returns:
+        ``mean_entropy``: entropy of the batch-mean distribution (0: one prototype for every image;
+        ln K: the batch uses every prototype evenly); ``sample_entropy``: mean per-sample entropy
+        (ln K: every output uniform; near 0: confident outputs); ``distinct``: fraction of the batch's
+        images whose argmax prototype no earlier image of the batch has, i.e. distinct argmaxes / N
+        (1/N: all on one prototype).
+    """
+    p = probs.float()
+    mean = p.mean(dim=0)
+    mean_entropy = -(mean * mean.clamp_min(1e-30).log()).sum()
+    sample_entropy = -(p * p.clamp_min(1e-30).log()).sum(dim=1).mean()
+    hits = torch.zeros(p.shape[1], device=p.device).index_add_(0, p.argmax(dim=1), torch.ones(p.shape[0], device=p.device))
+    distinct = (hits > 0).sum().float() / p.shape[0]
+    return {"mean_entropy": mean_entropy, "sample_entropy": sample_entropy, "distinct": distinct}
+
+
+def embedding_spread(embeddings: torch.Tensor) -> torch.Tensor:
+    """``sqrt(D) x`` the mean over dimensions of the per-dimension std of the L2-normalised ``[N, D]`` rows.
+
+    About 1 for rows spread over the sphere (each coordinate then has std ``1 / sqrt(D)``), 0 when every
+    row points the same way.
+    """
+    z = F.normalize(embeddings.float(), dim=1)
+    return z.std(dim=0, unbiased=False).mean() * math.sqrt(z.shape[1])
+
+
+@dataclass
+class CollapseWatch:
+    """Says once, with the step and the numbers, when the logged monitors show collapse for ``window`` log lines.
+
+    A monitor group (the names sharing a prefix before ``mean_entropy``/``sample_entropy``/``distinct``/
+    ``spread``) is collapsed at a log line when its outputs concentrate on one prototype (``distinct``
+    at most ``max_distinct`` and ``mean_entropy`` at most ``max_mean_entropy``), when they are uniform
+    (``sample_entropy`` at least ``uniform_fraction`` of ln K; ``log_k`` gives ln K per group), or
+    when its embedding spread is at most ``max_spread``.
+
+    Attributes:
+        window: Consecutive collapsed log lines before the warning.
+        max_distinct: Distinct-argmax fraction at or below which outputs count as one prototype.
+        max_mean_entropy: Mean-distribution entropy (nats) at or below which they do.
+        uniform_fraction: Share of ln K at or above which per-sample outputs count as uniform.
+        max_spread: Embedding spread at or below which embeddings count as collapsed.
+        log_k: ``{group: ln K}`` of each group's output width.
+    """
+
+    window: int = 5
+    max_distinct: float = 0.05
+    max_mean_entropy: float = 0.5
+    uniform_fraction: float = 0.98
+    max_spread: float = 0.05
+    log_k: dict[str, float] = field(default_factory=dict)
+    _runs: dict[str, int] = field(default_factory=dict)
+    fired: bool = False
+
+    def reasons(self, values: dict[str, float]) -> dict[str, str]:
+        """``{group: why}`` for every group collapsed in this log line's ``values``."""
+        out = {}
+        for group in {k.rsplit("_", 1)[0] for k in values if k.endswith(("_distinct", "_spread"))}:
+            distinct, mean_h = values.get(f"{group}_distinct"), values.get(f"{group}_mean_entropy")
+            sample_h, spread = values.get(f"{group}_sample_entropy"), values.get(f"{group}_spread")
+            if distinct is not None and mean_h is not None and distinct <= self.max_distinct and mean_h <= self.max_mean_entropy:
+                out[group] = f"one prototype for every image (distinct {distinct:.3f}, mean entropy {mean_h:.3f})"
+            elif sample_h is not None and group in self.log_k and sample_h >= self.uniform_fraction * self.log_k[group]:
+                out[group] = f"uniform outputs (per-sample entropy {sample_h:.3f} of ln K = {self.log_k[group]:.3f})"
+            elif spread is not None and spread <= self.max_spread:
+                out[group] = f"embeddings point one way (spread {spread:.3f})"
+        return out
+
+    def update(self, step: int, values: dict[str, float]) -> str | None:
+        """The warning line, the first time some group has been collapsed for ``window`` log lines in a row."""
+        reasons = self.reasons(values)
+        for group in set(self._runs) | set(reasons):
+            self._runs[group] = self._runs.get(group, 0) + 1 if group in reasons else 0
+        sustained = {g: reasons[g] for g, n in self._runs.items() if n >= self.window and g in reasons}
+        if not sustained or self.fired:
+            return None
+        self.fired = True
+        detail = "; ".join(f"{g}: {why}" for g, why in sorted(sustained.items()))
+        return (f"WARNING: collapse at step {step}, sustained over the last {self.window} log lines: {detail}. "
+                "The total loss can still fall; see the README's 'Learning health' section")
