@@ -16,6 +16,7 @@ from mokd_fast.distributed import check_on_main, gather_objects, init_distribute
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.periodic import PeriodicKNN
 from mokd_fast.loss_guard import LossGuard
+from mokd_fast.monitors import CollapseWatch
 from mokd_fast.run_log import RunLog, Throughput
 from mokd_fast.methods import entry_for_config
 from mokd_fast.run_config import RunConfig
@@ -109,6 +110,9 @@ class Trainer:
         self.last_good = (f"The last good checkpoint is {cfg.resume} (step {self.start_step})" if cfg.resume
                           else "No checkpoint was written yet")
         self.guard = LossGuard(ctx)
+        self.watch = CollapseWatch(window=cfg.collapse_window, log_k=self.model.collapse_log_k())
+        self.last_step = self.start_step
+        self.collapse_warning: str | None = None
         self.meter = Throughput()
         self.knn = PeriodicKNN(cfg.knn_data, cfg.knn_every, cfg.knn_k, cfg.knn_input_size or policy.global_views[0].size,
                                cfg.batch_size_per_gpu, cfg.num_workers, ctx) if cfg.knn_every else None
@@ -144,16 +148,27 @@ class Trainer:
                 self.guard.record(step, epoch, self.step(batch, step, epoch))
                 self.meter.stepped()
                 log.stepped()
-                done = step + 1
+                done = self.last_step = step + 1
+                collapsed = False
                 if done % self.cfg.log_every == 0 or done == self.end_step:
-                    log.write(self._record(done, epoch))  # sync point
+                    record = self._record(done, epoch)  # sync point
+                    log.write(record)
+                    warning = self.watch.update(done, record)  # the same on every rank: the record is reduced
+                    if warning:
+                        log.message(warning)
+                        self.collapse_warning = warning
+                        collapsed = self.cfg.stop_on_collapse
                 epoch_end = done % self.iters_per_epoch == 0
                 tick = time.perf_counter()
-                if epoch_end or done == self.end_step or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0):
+                if (epoch_end or done == self.end_step or collapsed
+                        or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0)):
                     self._save(done, epoch if epoch_end else None)
                 if self.knn and epoch_end and self.knn.due(epoch):
                     log.evaluated({"step": done, "epoch": epoch, **self.knn(self.model)})
                 self.meter.outside(time.perf_counter() - tick)  # not training: out of the next log line's rate
+                if collapsed:
+                    log.message(f"stopping at step {done} (--stop_on_collapse); checkpoint {self.out / 'checkpoint.pth'}")
+                    break
         finally:
             log.close()
         summary = self._summary()
@@ -204,9 +219,9 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         elapsed, rate, wait = self.meter.run(self.cfg.batch_size_per_gpu * self.ctx.world_size)
         return {
-            "steps": self.end_step, "epochs_done": self.end_step / self.iters_per_epoch,
+            "steps": self.last_step, "epochs_done": self.last_step / self.iters_per_epoch,
             "seconds": round(elapsed, 1), "samples_per_s": round(rate, 2),
             "samples_per_s_per_process": round(rate / self.ctx.world_size, 2), "data_wait": round(wait, 3),
             "checkpoint_and_eval_seconds": round(self.meter.run_outside, 1),
-            "checkpoint": str(self.out / "checkpoint.pth"),
+            "checkpoint": str(self.out / "checkpoint.pth"), "collapse_warning": self.collapse_warning,
         }

@@ -1,5 +1,6 @@
 """MOKD: two students, two EMA teachers, eight loss terms; the first method of the engine."""
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -16,6 +17,7 @@ from mokd_fast.ema import TeacherEMA
 from mokd_fast.losses import CENTERED_TERMS, MOKDCriterion
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
 from mokd_fast.models.branches import ModelPair, StudentOutputs, TeacherOutputs
+from mokd_fast.monitors import distribution_monitors, embedding_spread
 from mokd_fast.optim import CNN_GROUP_SCHEDULES, VIT_GROUP_SCHEDULES, Schedules, build_optimizers
 from mokd_fast.regions import region
 from mokd_fast.train_config import TrainConfig
@@ -164,8 +166,28 @@ class MOKD(Method):
         return cnn, vit
 
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
-        terms = self.loss_terms(batch, info.epoch)
-        return Losses(terms, dict(zip(OPTIMIZER_NAMES, self.total_losses(terms))))
+        students, teachers = self.forward_all(batch)
+        with region("monitors"):
+            monitors = self.monitors(teachers, info.epoch)
+        with region("losses"):
+            terms = self.criterion(students, teachers, info.epoch)
+        return Losses({**terms, **monitors}, dict(zip(OPTIMIZER_NAMES, self.total_losses(terms))))
+
+    @torch.no_grad()
+    def monitors(self, teachers: TeacherOutputs, epoch: int) -> dict[str, torch.Tensor]:
+        """Collapse monitors of each teacher's DINO distribution on the global crops (the self-distillation
+        target: centred, at this epoch's teacher temperature, before this step's centre update) and the
+        spread of its DINO outputs."""
+        out = {}
+        for name, logits in (("cnn", teachers.cnn_dino), ("vit", teachers.vit_dino)):
+            i = CENTERED_TERMS.index(f"{name}_self")
+            probs = torch.softmax((logits.float() - self.criterion.centers[i]) / self.criterion.temps[epoch, i], dim=-1)
+            stats = distribution_monitors(probs) | {"spread": embedding_spread(logits)}
+            out |= {f"teacher_{name}_{k}": v for k, v in stats.items()}
+        return out
+
+    def collapse_log_k(self) -> dict[str, float]:
+        return {"teacher_cnn": math.log(self.cfg.out_dim), "teacher_vit": math.log(self.cfg.out_dim)}
 
     def backward(
         self, terms: dict[str, torch.Tensor], scalers: tuple[GradScaler, GradScaler] | None = None

@@ -73,6 +73,11 @@ class RunConfig:
     knn_k: int = setting(20, "Neighbours of the periodic k-NN (DINO's weighted voting, temperature 0.07).")
     knn_input_size: int = setting(0, "Centre-crop side of the periodic k-NN; 0: the global crop size.")
     tensorboard: bool = setting(True, "Write TensorBoard events to output_dir/tb when tensorboard is installed.")
+    collapse_window: int = setting(
+        5, "Log lines in a row that must show collapse (one prototype for every image, uniform outputs, or embeddings "
+        "pointing one way; see the README's 'Learning health') before the warning line.")
+    stop_on_collapse: bool = setting(
+        False, "End the run with a checkpoint when the collapse warning fires, instead of only warning.")
 
     def __post_init__(self) -> None:
         for name in ("batch_size_per_gpu", "log_every", "saveckp_freq"):
@@ -80,6 +85,7 @@ class RunConfig:
         for name in ("num_workers", "max_steps", "ckpt_every_steps", "knn_every", "knn_input_size"):
             require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         require(self.knn_k >= 1, f"--knn_k must be >= 1, got {self.knn_k}")
+        require(self.collapse_window >= 1, f"--collapse_window must be >= 1, got {self.collapse_window}")
         require(not self.knn_every or bool(self.knn_data), "--knn_every needs --knn_data (a folder with train and val splits)")
         for name, allowed in (("pipeline", PIPELINES), ("crop_resampler", RESAMPLERS), ("precision", PRECISIONS),
                               ("device", DEVICES)):

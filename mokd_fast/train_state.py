@@ -28,6 +28,7 @@ RESUME_FREE_SETTINGS = frozenset({
     "single_backward", "fused_clip",
     "compile", "channels_last", "fused_optim", "ddp_static_graph", "ddp_bucket_view",
     "knn_every", "knn_data", "knn_k", "knn_input_size",
+    "collapse_window", "stop_on_collapse",
     "teacher",  # SEED's teacher file may move; the checkpoint's digest of its weights checks it is the same teacher
 })
 

@@ -105,7 +105,8 @@ def dogo_run(photo_folder, tmp_path_factory):
 def test_train_py_runs_dogo_end_to_end(dogo_run) -> None:
     lines = [json.loads(line) for line in (dogo_run / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == list(range(1, 9))
-    assert set(lines[0]) == {"step", "epoch", "ssl_1", "kl_1", "ssl_2", "kl_2", "loss_peer_1", "loss_peer_2", "lr",
+    assert set(lines[0]) == {"step", "epoch", "ssl_1", "kl_1", "ssl_2", "kl_2", "peer_1_spread", "peer_2_spread",
+                             "loss_peer_1", "loss_peer_2", "lr",
                              "samples_per_s", "data_wait"}
     assert all(math.isfinite(v) for line in lines for v in line.values())
     assert all(line["lr"] == pytest.approx(3e-4) for line in lines)  # official: constant, not batch-scaled

@@ -65,3 +65,27 @@ def test_one_prototype_and_one_way_embeddings_are_named() -> None:
                              "b_spread": 0.01, "c_spread": 0.9})
     assert reasons["a"].startswith("one prototype") and reasons["b"].startswith("embeddings point one way")
     assert "c" not in reasons
+
+
+def test_a_collapsed_run_warns_and_stops_with_a_checkpoint(photo_folder, tmp_path, capsys) -> None:
+    """A teacher at temperature 100 gives near-uniform targets: the uniform collapse, from the first log line."""
+    import json
+
+    from mokd_fast.cli import main as train_main
+    from tests.conftest import TINY_RUN_FLAGS
+
+    out = tmp_path / "run"
+    flags = [*TINY_RUN_FLAGS, "--data_path", str(photo_folder), "--output_dir", str(out), "--tensorboard", "False",
+             "--warmup_teacher_temp", "100", "--teacher_temp", "100", "--collapse_window", "2",
+             "--stop_on_collapse", "True"]
+    assert train_main(flags) == 0
+    printed = capsys.readouterr()
+    text = printed.out + printed.err
+    assert "WARNING: collapse at step 2" in text and "teacher_cnn: uniform outputs" in text
+    assert "stopping at step 2 (--stop_on_collapse)" in text
+    lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    assert lines[-1]["teacher_cnn_sample_entropy"] > 0.98 * math.log(256)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["collapse_warning"].startswith("WARNING: collapse at step 2")
+    assert torch.load(out / "checkpoint.pth", weights_only=False)["mokd_fast"]["step"] == 2

@@ -58,6 +58,7 @@ def test_run_leaves_checkpoints_logs_config_and_events(reference_run):
     expected = {"step", "epoch", "cnn_self", "cnn_thead", "cnn_cross", "cnn_search", "vit_self", "vit_thead",
                 "vit_cross", "vit_search", "loss_cnn", "loss_vit", "lr_cnn", "wd_cnn", "lr_vit", "wd_vit",
                 "momentum", "teacher_temp_cnn", "teacher_temp_vit", "samples_per_s", "data_wait"}
+    expected |= {f"teacher_{m}_{s}" for m in ("cnn", "vit") for s in ("mean_entropy", "sample_entropy", "distinct", "spread")}
     assert set(lines[0]) == expected
     assert all(math.isfinite(v) for line in lines for v in line.values())
     assert lines[-1]["epoch"] == 1 and 0 <= lines[-1]["data_wait"] <= 1 and lines[-1]["samples_per_s"] > 0

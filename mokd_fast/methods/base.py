@@ -188,6 +188,11 @@ class Method(nn.Module):
         """Further per-epoch values for the log line (e.g. temperatures); none by default."""
         return {}
 
+    def collapse_log_k(self) -> dict[str, float]:
+        """``{monitor group: ln K}`` of the groups whose monitors include output distributions over K
+        prototypes (``monitors.distribution_monitors``), so the uniform collapse can be told; none by default."""
+        return {}
+
     def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:
         """``{name: (backbone, "cnn" | "vit")}`` the periodic k-NN evaluates and export writes."""
         raise NotImplementedError

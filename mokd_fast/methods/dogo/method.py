@@ -11,6 +11,7 @@ from mokd_fast.methods.dogo.config import DoGoConfig, DoGoTrainConfig
 from mokd_fast.methods.dogo.models import Encoder, Peer
 from mokd_fast.methods.dogo.objective import dogo_objective
 from mokd_fast.methods.dogo.views import dogo_policy
+from mokd_fast.monitors import embedding_spread
 from mokd_fast.optim import make_optimizer
 from mokd_fast.regions import region
 from mokd_fast.schedules import cosine_schedule
@@ -95,6 +96,8 @@ class DoGo(Method):
         with region("losses"):
             terms, totals = dogo_objective(self.kinds, outputs, (cfg.kl_weight_1, cfg.kl_weight_2), cfg.kl_temperature,
                                            cfg.global_batch, cfg.ntxent_temperature)
+        with torch.no_grad():  # collapse monitor: the spread of each peer's projections of its first view
+            terms |= {f"{name}_spread": embedding_spread(peer[0]["z"]) for name, peer in zip(PEER_NAMES, outputs)}
         return Losses(terms, totals)
 
     def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:

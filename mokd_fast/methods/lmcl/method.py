@@ -18,6 +18,7 @@ from mokd_fast.methods.lmcl.losses import (
 from mokd_fast.methods.lmcl.memory import ClassSampler, MemoryBanks
 from mokd_fast.methods.lmcl.meta import MetaStep
 from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed, LossWeightNetwork
+from mokd_fast.monitors import embedding_spread
 from mokd_fast.optim import make_optimizer
 from mokd_fast.precision import at_least_fp32
 from mokd_fast.regions import region
@@ -212,6 +213,8 @@ class LMCL(Method):
             terms |= self._contrast(embedded, weights, batch.labels, idx)
             total = (terms["cls"] + terms["kd"] + cfg.alpha * terms["vcl"] + cfg.gamma * terms["svcl"]
                      + cfg.beta * terms["icl"] + cfg.lam * terms["sicl"])
+        with torch.no_grad():  # collapse monitors: the spread of each network's last-stage projection
+            terms |= {f"net_{i}_spread": embedding_spread(e[-1]) for i, e in enumerate(embedded, start=1)}
         if self.banks is not None:
             self._pending = ([e[-1].detach() for e in embedded], batch.indices)
         if cfg.meta == "on" and (info.step % self._iters_per_epoch) % cfg.meta_freq == 0:

@@ -16,6 +16,7 @@ from mokd_fast.methods.mcl.losses import mcl_moco_losses
 from mokd_fast.methods.mcl.shuffle import shuffled_slice, step_permutation, unshuffled_slice
 from mokd_fast.methods.mcl.views import mcl_policy
 from mokd_fast.methods.queue import EmbeddingQueue, gather_rows
+from mokd_fast.monitors import embedding_spread
 from mokd_fast.models.features import build_feature_backbone
 from mokd_fast.optim import make_optimizer
 from mokd_fast.regions import region
@@ -143,6 +144,8 @@ class MCL(Method):
             terms = mcl_moco_losses(q, k, [queue.queue for queue in self.queues], cfg.temperature, cfg.kd_temperature)
             total = (cfg.weight_vcl * terms["vcl"] + cfg.weight_svcl * terms["svcl"] + cfg.weight_icl * terms["icl"]
                      + cfg.weight_sicl * terms["sicl"])
+        with torch.no_grad():  # collapse monitors: the spread of each peer's queries
+            terms |= {f"peer_{i}_spread": embedding_spread(qi) for i, qi in enumerate(q, start=1)}
         self._pending = k
         return Losses(terms, {"peers": total})
 

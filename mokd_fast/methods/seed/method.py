@@ -14,6 +14,7 @@ from mokd_fast.methods.seed.losses import seed_loss
 from mokd_fast.methods.seed.student import Student
 from mokd_fast.methods.seed.teacher_load import load_teacher
 from mokd_fast.methods.seed.views import seed_policy
+from mokd_fast.monitors import embedding_spread
 from mokd_fast.optim import make_optimizer
 from mokd_fast.regions import region
 from mokd_fast.schedules import batch_scaled_lr, epoch_cosine_schedule
@@ -94,6 +95,8 @@ class SEED(Method):
                                                 cfg.teacher_temp)
                 total = total + cfg.local_weight * terms["seed_small"]
         # Patch 0 of every image is local_crops[:B] (view-major), the official small queue's entries.
+        with torch.no_grad():  # collapse monitors: the spread of the student's and the teacher's embeddings
+            terms |= {"student_spread": embedding_spread(embeddings[0]), "teacher_spread": embedding_spread(targets[0])}
         keys = [targets[0]] + ([targets[1][:batch.batch_size]] if n_local else [])
         self._pending = torch.cat([F.normalize(k, dim=1) for k in keys], dim=1)  # [B, D] or [B, 2D]
         return Losses(terms, {"student": total})
