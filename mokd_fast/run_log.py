@@ -115,7 +115,9 @@ class RunLog:
             return
         self._append(record)
         totals = {f"L_{k.removeprefix('loss_')}": f"{v:.3f}" for k, v in record.items() if k.startswith("loss_")}
-        self.bar.set_postfix(epoch=record["epoch"], **totals, samples_s=f"{record['samples_per_s']:.1f}",
+        spreads = [v for k, v in record.items() if k.endswith("_spread")]
+        health = {"spread": f"{min(spreads):.2f}"} if spreads else {}  # the least spread monitor; 0 is collapsed
+        self.bar.set_postfix(epoch=record["epoch"], **totals, **health, samples_s=f"{record['samples_per_s']:.1f}",
                              data_wait=f"{record['data_wait']:.0%}")
 
     def evaluated(self, record: dict[str, Any]) -> None:

@@ -13,8 +13,7 @@ import pytest
 import torch
 
 from mokd_fast.cli import main as train_main
-from mokd_fast.losses import OFFICIAL_LOSS_STATE
-from mokd_fast.mokd import MOKD
+from mokd_fast.losses import OFFICIAL_LOSS_STATE, MOKDCriterion
 from tests.conftest import TINY_RUN_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -107,17 +106,17 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(reference_run, photo_
 
 def test_non_finite_loss_stops_naming_term_and_step_and_keeps_the_last_good_checkpoint(
         photo_folder, tmp_path, monkeypatch, capsys):
-    real = MOKD.loss_terms
+    real = MOKDCriterion.forward
     calls = {"n": 0}
 
-    def poisoned(self, crops, epoch):
-        terms = real(self, crops, epoch)
+    def poisoned(self, students, teachers, epoch):
+        terms = real(self, students, teachers, epoch)
         calls["n"] += 1
         if calls["n"] == 6:  # step 5 (counting from 0)
             terms["vit_search"] = terms["vit_search"] * float("nan")
         return terms
 
-    monkeypatch.setattr(MOKD, "loss_terms", poisoned)
+    monkeypatch.setattr(MOKDCriterion, "forward", poisoned)
     out = tmp_path / "run"
     status = train_main(_flags(photo_folder, out, "--ckpt_every_steps", "2", "--log_every", "3", "--tensorboard", "False"))
     assert status == 1
