@@ -163,7 +163,7 @@ class Trainer:
                 if (epoch_end or done == self.end_step or collapsed
                         or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0)):
                     self._save(done, epoch if epoch_end else None)
-                if self.knn and epoch_end and self.knn.due(epoch):
+                if self.knn and ((epoch_end and self.knn.due(epoch)) or done == self.end_step or collapsed):
                     log.evaluated({"step": done, "epoch": epoch, **self.knn(self.model)})
                 self.meter.outside(time.perf_counter() - tick)  # not training: out of the next log line's rate
                 if collapsed:

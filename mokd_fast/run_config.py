@@ -65,9 +65,9 @@ class RunConfig:
     ddp_bucket_view: bool = setting(
         True, "Speed switch: DDP gradient_as_bucket_view (no copy between gradients and all-reduce buckets).")
     knn_every: int = setting(
-        0, "Every this many epochs (and before the first step of a fresh run), k-NN of the method's eval backbones "
-        "(MOKD: both teachers, logged as knn_cnn_top1/top5 and knn_vit_top1/top5; DoGo: both peers' encoders, "
-        "knn_peer_1_*/knn_peer_2_*) on --knn_data; 0 disables.")
+        0, "Every this many epochs (also before the first step of a fresh run and after the last step), k-NN of "
+        "the method's eval backbones (MOKD: both teachers, logged as knn_cnn_top1/top5 and knn_vit_top1/top5; DoGo: "
+        "both peers' encoders, knn_peer_1_*/knn_peer_2_*) on --knn_data; 0 disables.")
     knn_data: str = setting("", "Labelled data for --knn_every: a folder with train and val splits (ImageFolders or "
                             "tools/convert_dataset.py outputs), as tools/eval_knn.py --data_path.")
     knn_k: int = setting(20, "Neighbours of the periodic k-NN (DINO's weighted voting, temperature 0.07).")

@@ -80,7 +80,7 @@ def test_terms_are_fp32_under_autocast_and_fp16_scales_each_peer(precision) -> N
     step = _step(16, precision=precision)  # 16-px views: CPU half-precision convolutions are slow
     out = step(_batch(0, 16), 0, epoch=0)
     assert all(t.dtype == torch.float32 and torch.isfinite(t) for t in out.values())
-    assert set(out) == {"ssl_1", "kl_1", "ssl_2", "kl_2", "loss_peer_1", "loss_peer_2"}
+    assert set(out) == {"ssl_1", "kl_1", "ssl_2", "kl_2", "peer_1_spread", "peer_2_spread", "loss_peer_1", "loss_peer_2"}
     assert (step.scalers is not None) == (precision == "fp16")
     if step.scalers:
         assert set(step.scalers) == {"peer_1", "peer_2"}

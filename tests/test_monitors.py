@@ -62,7 +62,7 @@ def test_the_warning_fires_once_after_a_sustained_window() -> None:
 def test_one_prototype_and_one_way_embeddings_are_named() -> None:
     watch = CollapseWatch(window=1)
     reasons = watch.reasons({"a_mean_entropy": 0.01, "a_sample_entropy": 0.0, "a_distinct": 0.016,
-                             "b_spread": 0.01, "c_spread": 0.9})
+                             "b_spread": 0.001, "c_spread": 0.006})
     assert reasons["a"].startswith("one prototype") and reasons["b"].startswith("embeddings point one way")
     assert "c" not in reasons
 

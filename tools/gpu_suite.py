@@ -152,6 +152,13 @@ def _pytest(suite: "Suite", sz: Sizes) -> list[str]:
             "--junitxml", str(suite.work / "parts" / "pytest.xml"), target]
 
 
+def _learning(suite: "Suite", sz: Sizes) -> list[str] | str:
+    if suite.smoke:
+        return "the learning proof's mechanics are tested at CI size (tests/test_learning_proof.py)"
+    return [sys.executable, str(REPO / "tools" / "learning_proof.py"), "--method", "mokd", "--device", sz.device,
+            "--out", str(suite.work / "learning_mokd"), "--json", str(suite.record_path("learning_mokd"))]
+
+
 PARTS = (
     Part("env", (20, 20), True, _probe("env")),
     Part("dataset", (60, 60), True, _probe("dataset")),
@@ -173,6 +180,7 @@ PARTS = (
     Part("step_ablate", (420, 420), False, lambda s, sz: _benchmark(
         s, "step_ablate", "--mode", "step", *sz.model_flags(), "--steps", str(sz.steps), "--warmup", str(sz.warmup),
         "--ablate")),
+    Part("learning_mokd", (360, 360), False, _learning),
 )
 
 

@@ -1,0 +1,188 @@
+"""``tools/learning_proof.py``: evidence that pre-training learns, on generated data where learning must show.
+
+It writes the shapes dataset (``mokd_fast.shapes``: the class is the outline, colour, texture, placement
+and clutter are nuisance), measures how far raw pixels and the randomly initialised eval backbones
+get by weighted k-NN, pre-trains with ``train.py`` (the real pipelines, engine and method, with the
+periodic k-NN on the same splits), and writes ``OUT/learning.json``. The exit status is 1 when an eval
+backbone gains fewer than ``--min_gain`` k-NN points over its random initialisation, or the run
+showed collapse, so the proof can gate a release.
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from mokd_fast.errors import UsageError
+from mokd_fast.eval.knn import knn_classify
+from mokd_fast.methods import METHODS
+from mokd_fast.shapes import CLASSES, write_split
+
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
+MONITOR_SUFFIXES = ("_mean_entropy", "_sample_entropy", "_distinct", "_spread")
+
+
+def recipe_path(method: str, device: str) -> Path:
+    """The shipped recipe of ``method`` on ``device``: ``configs/proof_<method>_<device>.yaml``."""
+    return RECIPES / f"proof_{method}_{device}.yaml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        "learning_proof", description="Generates the shapes dataset, pre-trains on it and compares the k-NN "
+        "accuracy of each eval backbone after training with its random initialisation and with raw pixels. "
+        "Flags after -- go to train.py and override the recipe.")
+    parser.add_argument("--method", default="mokd", choices=tuple(METHODS), help="Training method.")
+    parser.add_argument("--out", required=True, help="Output folder (data/, run/, learning.json); a proof killed "
+                        "part-way resumes from run/checkpoint.pth.")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="Training and evaluation device.")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the data and the run.")
+    parser.add_argument("--train_per_class", type=int, default=300, help="Training images per class.")
+    parser.add_argument("--val_per_class", type=int, default=60, help="Validation images per class.")
+    parser.add_argument("--image_size", type=int, default=64, help="Side of the generated images.")
+    parser.add_argument("--knn_k", type=int, default=20, help="Neighbours of every k-NN.")
+    parser.add_argument("--min_gain", type=float, default=15.0,
+                        help="k-NN points each eval backbone must gain over its random initialisation.")
+    parser.add_argument("--config", default=None, help="train.py recipe; default configs/proof_<method>_<device>.yaml.")
+    parser.add_argument("--json", default=None, help="Also write the record here (tools/gpu_suite.py collects it).")
+    return parser
+
+
+def write_data(folder: Path, seed: int, train_per_class: int, val_per_class: int, size: int) -> Path:
+    """``folder/train`` and ``folder/val`` ImageFolders; val is drawn from another seed, so no image repeats."""
+    marker = folder / "settings.json"
+    settings = {"seed": seed, "train_per_class": train_per_class, "val_per_class": val_per_class, "size": size,
+                "classes": list(CLASSES)}
+    if marker.is_file() and json.loads(marker.read_text()) == settings:
+        return folder  # already written with these settings
+    write_split(folder / "train", train_per_class, 2 * seed, size)
+    write_split(folder / "val", val_per_class, 2 * seed + 1, size)
+    marker.write_text(json.dumps(settings))
+    return folder
+
+
+def _pixels(split: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``([N, 3 S S] L2-normalised, per-image-centred pixels, [N] labels)`` of an ImageFolder in class order."""
+    rows, labels = [], []
+    for label, name in enumerate(CLASSES):
+        for path in sorted((split / name).glob("*.jpg")):
+            x = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).reshape(-1)
+            rows.append(x - x.mean())
+            labels.append(label)
+    return F.normalize(torch.from_numpy(np.stack(rows)), dim=1), torch.tensor(labels)
+
+
+def pixel_knn(data: Path, k: int) -> float:
+    """Top-1 (percent) of the weighted k-NN on raw pixels: how much the images' pixels alone tell the class."""
+    train_x, train_y = _pixels(data / "train")
+    val_x, val_y = _pixels(data / "val")
+    return knn_classify(train_x, train_y, val_x, val_y, [k], 0.07, len(CLASSES))[k][0]
+
+
+def _knn_lines(log: Path) -> list[dict[str, Any]]:
+    return [r for r in map(json.loads, log.read_text().splitlines()) if any(key.startswith("knn_") for key in r)]
+
+
+def summarise(run: Path) -> dict[str, Any]:
+    """Random-init and trained k-NN per eval backbone, the curve, and the last log line's monitors."""
+    log = run / "log.jsonl"
+    evals = _knn_lines(log)
+    if len(evals) < 2 or evals[0]["step"] != 0:
+        raise UsageError(f"{log}: expected the random-initialisation k-NN at step 0 and at least one after training")
+    names = sorted(k.removeprefix("knn_").removesuffix("_top1") for k in evals[0] if k.endswith("_top1"))
+    last_losses = [r for r in map(json.loads, log.read_text().splitlines()) if not any(k.startswith("knn_") for k in r)][-1]
+    return {
+        "random_init_knn": {n: evals[0][f"knn_{n}_top1"] for n in names},
+        "trained_knn": {n: evals[-1][f"knn_{n}_top1"] for n in names},
+        "knn_curve": [{"step": r["step"], **{n: r[f"knn_{n}_top1"] for n in names}} for r in evals],
+        "final_monitors": {k: v for k, v in last_losses.items() if k.endswith(MONITOR_SUFFIXES)},
+        "final_losses": {k: v for k, v in last_losses.items() if k.startswith("loss_")},
+    }
+
+
+def _mokd_teacher(args: argparse.Namespace, out: Path) -> Path:
+    """SEED's default teacher: the MOKD proof's trained checkpoint in ``out/mokd``, run first when it is missing."""
+    teacher = out / "mokd" / "run" / "checkpoint.pth"
+    if not (out / "mokd" / "learning.json").is_file():
+        print(f"SEED distils a trained teacher: running the MOKD proof first into {out / 'mokd'} "
+              "(pass train.py's --teacher after -- to give another)")
+        status = main(["--method", "mokd", "--out", str(out / "mokd"), "--device", args.device, "--seed", str(args.seed),
+                       "--train_per_class", str(args.train_per_class), "--val_per_class", str(args.val_per_class),
+                       "--image_size", str(args.image_size), "--knn_k", str(args.knn_k),
+                       "--min_gain", str(args.min_gain)])
+        if status:
+            raise UsageError(f"the MOKD proof in {out / 'mokd'} did not learn, so its teacher proves nothing for "
+                             "SEED; pass a trained --teacher after --")
+    return teacher
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the proof; 0 when every eval backbone gained ``--min_gain`` points without collapse, 1 when not, 2 on bad usage."""
+    argv = sys.argv[1:] if argv is None else argv
+    own, train_flags = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    args = build_parser().parse_args(own)
+    try:
+        return _run(args, train_flags)
+    except UsageError as err:
+        print(f"learning_proof: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
+    from mokd_fast.cli import main as train_main
+
+    recipe = Path(args.config) if args.config else recipe_path(args.method, args.device)
+    if not recipe.is_file():
+        raise UsageError(f"--config {recipe}: no such recipe; pass --config FILE.yaml for --method {args.method} "
+                         f"on --device {args.device}")
+    out = Path(args.out)
+    start = time.perf_counter()
+    if args.method == "seed" and "--teacher" not in train_flags:
+        train_flags = ["--teacher", str(_mokd_teacher(args, out)), *train_flags]
+    tick = time.perf_counter()
+    data = write_data(out / "data", args.seed, args.train_per_class, args.val_per_class, args.image_size)
+    data_seconds = time.perf_counter() - tick
+    pixels = pixel_knn(data, args.knn_k)
+    print(f"shapes data: {len(CLASSES)} classes, {args.train_per_class} train and {args.val_per_class} val images "
+          f"per class in {data}; raw-pixel {args.knn_k}-NN top-1 {pixels:.2f}%")
+    run = out / "run"
+    flags = ["--method", args.method, "--config", str(recipe), "--data_path", str(data / "train"),
+             "--output_dir", str(run), "--knn_data", str(data), "--knn_k", str(args.knn_k),
+             "--seed", str(args.seed), "--device", args.device, *train_flags]
+    if (run / "checkpoint.pth").exists():
+        flags += ["--resume", str(run / "checkpoint.pth")]
+    tick = time.perf_counter()
+    status = train_main(flags)
+    if status:
+        return status
+    train_seconds = time.perf_counter() - tick
+    result = summarise(run)
+    summary = json.loads((run / "summary.json").read_text())
+    gains = {n: result["trained_knn"][n] - result["random_init_knn"][n] for n in result["trained_knn"]}
+    learned = all(g >= args.min_gain for g in gains.values()) and not summary.get("collapse_warning")
+    record = {
+        "method": args.method, "device": args.device, "seed": args.seed, "recipe": str(recipe),
+        "train_flags": train_flags, "classes": list(CLASSES), "train_per_class": args.train_per_class,
+        "val_per_class": args.val_per_class, "image_size": args.image_size, "knn_k": args.knn_k,
+        "pixel_knn": pixels, **result, "gain": gains, "min_gain": args.min_gain, "learned": learned,
+        "collapse_warning": summary.get("collapse_warning"), "steps": summary["steps"],
+        "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),
+        "seconds": round(time.perf_counter() - start, 1),
+        "settings": yaml.safe_load((run / "config.yaml").read_text()),
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+    }
+    for path in (out / "learning.json", *([Path(args.json)] if args.json else [])):
+        path.write_text(json.dumps(record, indent=2) + "\n")
+    for name in gains:
+        print(f"{name}: k-NN top-1 {result['random_init_knn'][name]:.2f}% at random init -> "
+              f"{result['trained_knn'][name]:.2f}% trained ({gains[name]:+.2f} points; needed {args.min_gain:+.1f})")
+    print(f"{'LEARNED' if learned else 'NOT LEARNED'} in {record['seconds']:.0f} s; wrote {out / 'learning.json'}")
+    return 0 if learned else 1

@@ -1,0 +1,44 @@
+"""tools/learning_proof.py's mechanics at CI size: data, pixel k-NN, a real run, learning.json and the verdict."""
+
+import json
+import math
+
+from mokd_fast.learning_proof import main, recipe_path
+from mokd_fast.methods import METHODS
+
+TINY = ["--train_per_class", "6", "--val_per_class", "3", "--knn_k", "5"]
+SHORT_RUN = ["--", "--max_steps", "4", "--batch_size_per_gpu", "8", "--log_every", "2", "--num_workers", "0"]
+
+
+def test_a_short_run_writes_the_whole_record(tmp_path, capsys) -> None:
+    out = tmp_path / "proof"
+    status = main(["--out", str(out), *TINY, "--min_gain", "-100", *SHORT_RUN])
+    assert status == 0, capsys.readouterr()
+    record = json.loads((out / "learning.json").read_text())
+    assert record["method"] == "mokd" and record["learned"] and record["collapse_warning"] is None
+    assert 0 <= record["pixel_knn"] <= 100 and record["steps"] == 4
+    assert set(record["random_init_knn"]) == set(record["trained_knn"]) == {"cnn", "vit"}
+    assert [point["step"] for point in record["knn_curve"]] == [0, 4]  # before the first step and after the last
+    for name in ("cnn", "vit"):
+        assert record["gain"][name] == record["trained_knn"][name] - record["random_init_knn"][name]
+        assert 0 <= record["final_monitors"][f"teacher_{name}_spread"]
+    assert record["settings"]["arch_cnn"] == "resnet18" and record["train_flags"] == SHORT_RUN[1:]
+    assert "k-NN top-1" in capsys.readouterr().out
+
+
+def test_a_collapsed_run_is_not_called_learned(tmp_path, capsys) -> None:
+    out = tmp_path / "proof"
+    status = main(["--out", str(out), *TINY, "--min_gain", "-100", *SHORT_RUN, "--teacher_temp", "100",
+                   "--warmup_teacher_temp", "100", "--collapse_window", "1"])
+    assert status == 1
+    record = json.loads((out / "learning.json").read_text())
+    assert not record["learned"] and record["collapse_warning"].startswith("WARNING: collapse at step 2")
+    assert record["final_monitors"]["teacher_cnn_sample_entropy"] > 0.98 * math.log(record["settings"]["out_dim"])
+    assert "NOT LEARNED" in capsys.readouterr().out
+
+
+def test_every_method_has_a_cpu_recipe_and_a_missing_one_is_named(tmp_path, capsys) -> None:
+    for method in METHODS:
+        assert recipe_path(method, "cpu").is_file(), method
+    assert main(["--out", str(tmp_path), "--config", str(tmp_path / "nope.yaml")]) == 2
+    assert "nope.yaml: no such recipe" in capsys.readouterr().err
