@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val_per_class", type=int, default=60, help="Validation images per class.")
     parser.add_argument("--image_size", type=int, default=64, help="Side of the generated images.")
     parser.add_argument("--knn_k", type=int, default=20, help="Neighbours of every k-NN.")
+    parser.add_argument("--knn_every", type=int, default=0,
+                        help="Epochs between the k-NN evaluations; 0: about six over the run.")
     parser.add_argument("--min_gain", type=float, default=15.0,
                         help="k-NN points each eval backbone must gain over its random initialisation.")
     parser.add_argument("--config", default=None, help="train.py recipe; default configs/proof_<method>_<device>.yaml.")
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
-    from mokd_fast.cli import main as train_main
+    from mokd_fast.cli import main as train_main, parse_config
 
     recipe = Path(args.config) if args.config else recipe_path(args.method, args.device)
     if not recipe.is_file():
@@ -157,6 +159,8 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     flags = ["--method", args.method, "--config", str(recipe), "--data_path", str(data / "train"),
              "--output_dir", str(run), "--knn_data", str(data), "--knn_k", str(args.knn_k),
              "--seed", str(args.seed), "--device", args.device, *train_flags]
+    epochs = parse_config([*flags, "--knn_every", "1"])[0].epochs
+    flags += ["--knn_every", str(args.knn_every or max(1, epochs // 6))]
     if (run / "checkpoint.pth").exists():
         flags += ["--resume", str(run / "checkpoint.pth")]
     tick = time.perf_counter()
