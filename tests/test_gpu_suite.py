@@ -109,3 +109,13 @@ def test_junit_summary_counts_and_names_failures(tmp_path) -> None:
     assert (summary["passed"], summary["failed"], summary["skipped"]) == (1, 1, 1)
     assert summary["failing"] == [{"test": "tests.test_gpu::test_b", "kind": "failure", "message": "boom"}]
     assert gpu_suite.junit_summary(tmp_path / "absent.xml") is None
+
+
+def test_the_learning_proofs_record_becomes_a_table() -> None:
+    record = json.loads((REPO / "docs" / "benchmarks" / "learning-cpu-mokd-2026-11-30.json").read_text())
+    text = gpu_suite.markdown({"suite": {"date": "d", "command": "c", "elapsed_s": 1, "budget_s": 2, "quick": False,
+                                         "smoke": False},
+                               "status": {"learning_mokd": {"status": "ok", "seconds": 3}},
+                               "records": {"learning_mokd": record}})
+    assert "## Learning proof (MOKD on the shapes data)" in text and "learned: False" in text
+    assert "| cnn | 15.50 | 13.17 | -2.33 |" in text

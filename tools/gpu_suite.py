@@ -335,6 +335,13 @@ def markdown(summary: dict) -> str:
                          f"{run['step_ms_median']} | {run['step_ms_p90']} |")
     if profile := records.get("profile"):
         lines += ["", "## Profile of our step", "", profile_markdown(profile["profile"])]
+    if learning := records.get("learning_mokd"):
+        lines += ["", "## Learning proof (MOKD on the shapes data)", "",
+                  f"{learning['steps']} steps in {learning['train_seconds']} s; raw-pixel k-NN {learning['pixel_knn']:.2f}; "
+                  f"learned: {learning['learned']}; collapse warning: {learning['collapse_warning'] or 'none'}.", "",
+                  "| eval backbone | random init | trained | gain |", "|---|---|---|---|"]
+        lines += [f"| {n} | {learning['random_init_knn'][n]:.2f} | {learning['trained_knn'][n]:.2f} | "
+                  f"{learning['gain'][n]:+.2f} |" for n in learning["gain"]]
     if tests := records.get("gpu_tests"):
         lines += ["", "## GPU tests", "", f"{tests['passed']} passed, {tests['failed']} failed, {tests['skipped']} "
                   f"skipped in {tests['seconds']:.0f} s."]
