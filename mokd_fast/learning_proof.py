@@ -23,6 +23,7 @@ from PIL import Image
 
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.knn import knn_classify
+from mokd_fast.eval.periodic import TEMPERATURE
 from mokd_fast.methods import METHODS
 from mokd_fast.shapes import CLASSES, write_split
 
@@ -86,21 +87,18 @@ def pixel_knn(data: Path, k: int) -> float:
     """Top-1 (percent) of the weighted k-NN on raw pixels: how much the images' pixels alone tell the class."""
     train_x, train_y = _pixels(data / "train")
     val_x, val_y = _pixels(data / "val")
-    return knn_classify(train_x, train_y, val_x, val_y, [k], 0.07, len(CLASSES))[k][0]
-
-
-def _knn_lines(log: Path) -> list[dict[str, Any]]:
-    return [r for r in map(json.loads, log.read_text().splitlines()) if any(key.startswith("knn_") for key in r)]
+    return knn_classify(train_x, train_y, val_x, val_y, [k], TEMPERATURE, len(CLASSES))[k][0]
 
 
 def summarise(run: Path) -> dict[str, Any]:
     """Random-init and trained k-NN per eval backbone, the curve, and the last log line's monitors."""
     log = run / "log.jsonl"
-    evals = _knn_lines(log)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    evals = [r for r in lines if any(key.startswith("knn_") for key in r)]
     if len(evals) < 2 or evals[0]["step"] != 0:
         raise UsageError(f"{log}: expected the random-initialisation k-NN at step 0 and at least one after training")
     names = sorted(k.removeprefix("knn_").removesuffix("_top1") for k in evals[0] if k.endswith("_top1"))
-    last_losses = [r for r in map(json.loads, log.read_text().splitlines()) if not any(k.startswith("knn_") for k in r)][-1]
+    last_losses = [r for r in lines if r not in evals][-1]
     return {
         "random_init_knn": {n: evals[0][f"knn_{n}_top1"] for n in names},
         "trained_knn": {n: evals[-1][f"knn_{n}_top1"] for n in names},
@@ -112,17 +110,16 @@ def summarise(run: Path) -> dict[str, Any]:
 
 def _mokd_teacher(args: argparse.Namespace, out: Path) -> Path:
     """SEED's default teacher: the MOKD proof's trained checkpoint in ``out/mokd``, run first when it is missing."""
-    teacher = out / "mokd" / "run" / "checkpoint.pth"
-    if not (out / "mokd" / "learning.json").is_file():
+    teacher, record = out / "mokd" / "run" / "checkpoint.pth", out / "mokd" / "learning.json"
+    if not record.is_file():
         print(f"SEED distils a trained teacher: running the MOKD proof first into {out / 'mokd'} "
               "(pass train.py's --teacher after -- to give another)")
-        status = main(["--method", "mokd", "--out", str(out / "mokd"), "--device", args.device, "--seed", str(args.seed),
-                       "--train_per_class", str(args.train_per_class), "--val_per_class", str(args.val_per_class),
-                       "--image_size", str(args.image_size), "--knn_k", str(args.knn_k),
-                       "--min_gain", str(args.min_gain)])
-        if status:
-            raise UsageError(f"the MOKD proof in {out / 'mokd'} did not learn, so its teacher proves nothing for "
-                             "SEED; pass a trained --teacher after --")
+        main(["--method", "mokd", "--out", str(out / "mokd"), "--device", args.device, "--seed", str(args.seed),
+              "--train_per_class", str(args.train_per_class), "--val_per_class", str(args.val_per_class),
+              "--image_size", str(args.image_size), "--knn_k", str(args.knn_k), "--min_gain", str(args.min_gain)])
+    if not record.is_file() or not json.loads(record.read_text())["learned"]:
+        raise UsageError(f"the MOKD proof in {out / 'mokd'} did not learn, so its teacher proves nothing for "
+                         "SEED; pass a trained --teacher after --")
     return teacher
 
 

@@ -42,3 +42,10 @@ def test_every_method_has_a_cpu_recipe_and_a_missing_one_is_named(tmp_path, caps
         assert recipe_path(method, "cpu").is_file(), method
     assert main(["--out", str(tmp_path), "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: no such recipe" in capsys.readouterr().err
+
+
+def test_seed_refuses_the_teacher_of_a_mokd_proof_that_did_not_learn(tmp_path, capsys) -> None:
+    (tmp_path / "mokd").mkdir()
+    (tmp_path / "mokd" / "learning.json").write_text(json.dumps({"learned": False}))
+    assert main(["--method", "seed", "--out", str(tmp_path)]) == 2
+    assert "did not learn, so its teacher proves nothing for SEED" in capsys.readouterr().err
