@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from mokd_fast.core.checkpoint_io import describe_contents, load_file
 from mokd_fast.losses import CENTERED_TERMS, OFFICIAL_LOSS_STATE
 
 # official key -> (attribute of MOKD, attribute of the pair)
@@ -70,23 +71,28 @@ def export_official(model: nn.Module, **extra: Any) -> dict[str, Any]:
     return out
 
 
-def load_official(model: nn.Module, source: str | os.PathLike | dict[str, Any]) -> dict[str, Any]:
+def load_official(model: nn.Module, source: str | os.PathLike | dict[str, Any], trust: bool = False) -> dict[str, Any]:
     """Loads the four models and six centers of an official checkpoint into ``model``.
 
     Args:
         model: A MOKD built with the checkpoint's architectures and ``out_dim``.
-        source: Path to the ``.pth`` file or its loaded dict.
+        source: Path to the ``.pth`` file or its loaded dict. A file is read as data (``load_file``:
+            tensors, containers, the official ``args`` Namespace and NumPy values, nothing else).
+        trust: Read the file with the full unpickler instead: only for a file you trust.
 
     Returns:
         The remaining entries (``epoch``, ``optimizer_cnn``, ``optimizer_vit``, scaler states, ...)
         for a trainer that resumes.
 
     Raises:
+        UsageError: The file is missing, broken, or asks its unpickler for more than data.
         ValueError: A model key is missing, the architectures differ, or a tensor's shape differs;
             the message names the value and what this model expects.
     """
     name = str(source) if not isinstance(source, dict) else "the checkpoint dict"
-    ckpt = source if isinstance(source, dict) else torch.load(source, map_location="cpu", weights_only=True)
+    ckpt = source if isinstance(source, dict) else load_file(source, "checkpoint", trust=trust)
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{name} holds {describe_contents(ckpt)}, not an official MOKD checkpoint")
     missing_models = [k for k in OFFICIAL_MODELS if k not in ckpt]
     if missing_models:
         raise ValueError(

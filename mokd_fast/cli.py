@@ -34,7 +34,7 @@ def _flag_kwargs(annotation: Any) -> dict[str, Any]:
         metavar = ("MIN", "MAX") if len(item_types) == 2 else None
         return {"type": item_types[0], "nargs": len(item_types), "metavar": metavar}
     if base is bool:
-        return {"type": bool_flag, "metavar": "BOOL"}
+        return {"type": bool_flag, "metavar": "BOOL", "nargs": "?", "const": True}  # a bare --flag means True
     return {"type": base}
 
 

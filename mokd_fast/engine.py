@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import yaml
 
+from mokd_fast.core.checkpoint_io import atomic_save
 from mokd_fast.distributed import check_on_main, gather_objects, init_distributed
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.periodic import PeriodicKNN
@@ -23,10 +24,10 @@ from mokd_fast.run_config import RunConfig
 from mokd_fast.settings import flat_settings
 from mokd_fast.step import StepSwitches, TrainStep
 from mokd_fast.train_state import (
-    atomic_save,
     build_checkpoint,
     capture_rng,
     load_checkpoint,
+    read_checkpoint,
     restore_rng,
 )
 from pipelines import PIPELINES, resolve_pipeline
@@ -79,6 +80,9 @@ class Trainer:
         self.ctx = ctx = init_distributed(cfg.device, cfg.dist_url)
         self.out = Path(cfg.output_dir)
         check_on_main(ctx, lambda: prepare_output_dir(self.out, resuming=bool(cfg.resume)))
+        self.config = run_settings(method, cfg)
+        # Read before the data and models are built, so that a wrong file is reported at once.
+        resumed = read_checkpoint(Path(cfg.resume), self.config, cfg.trust_checkpoint) if cfg.resume else None
         self.policy = policy = entry_for_config(method)[1].method_class().make_policy(method, cfg)
         self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path, ctx.device)
         # The backends that cut views with gpu_augment take the resampler.
@@ -97,12 +101,12 @@ class Trainer:
         self.step = TrainStep(method, cfg, ctx, self.iters_per_epoch, labels)
         self.model, self.optimizers, self.scalers = self.step.model, self.step.optimizers, self.step.scalers
         self.precision = self.step.precision
-        self.config = run_settings(method, cfg)
 
         self.start_step, rng_states = 0, None
-        if cfg.resume:
-            self.start_step, rng_states = load_checkpoint(Path(cfg.resume), self.model, self.optimizers,
-                                                          self.scalers, self.config, self.iters_per_epoch)
+        if resumed is not None:
+            self.start_step, rng_states = load_checkpoint(resumed, Path(cfg.resume), self.model, self.optimizers,
+                                                          self.scalers, self.iters_per_epoch)
+            del resumed  # the weights now live in the model and optimisers
         if rng_states is not None:
             restore_rng(rng_states[ctx.rank], ctx.device)
         else:

@@ -51,6 +51,9 @@ class RunConfig:
     log_every: int = setting(10, "Steps between log.jsonl lines (each costs one host-device sync).")
     ckpt_every_steps: int = setting(1000, "Steps between checkpoint.pth writes (also written at each epoch end); 0: epoch ends only.")
     resume: str = setting("", "Checkpoint to continue from (ours: exact step; an official one: its epoch).")
+    trust_checkpoint: bool = setting(
+        False, "Read --resume and --teacher with Python's full unpickler, which runs any code a .pth file carries: "
+        "only for files you trust. Off: such files are read as data, and one that asks for more is refused.")
     fused_clip: bool = setting(
         True, "Speed switch: all per-parameter clip norms in one foreach kernel, no host sync. False: official loop.")
     compile: bool | None = setting(

@@ -59,9 +59,9 @@ class StepSchedules:
         """
         for groups, tags in tagged:
             for group, (lr, wd) in zip(groups, tags, strict=True):
-                group["lr"] = self.arrays[lr][step]
+                group["lr"] = float(self.arrays[lr][step])  # a Python float: checkpoints hold plain data
                 if wd is not None:
-                    group["weight_decay"] = self.arrays[wd][step]
+                    group["weight_decay"] = float(self.arrays[wd][step])
 
     def values(self, step: int) -> dict[str, float]:
         """This step's value of every array, for the log and ``StepInfo``."""

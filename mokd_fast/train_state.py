@@ -8,7 +8,6 @@ epoch the schedules were built for, every rank's RNG states and the resolved con
 method's name). ``epoch`` keeps the official meaning: the epoch a resumed run starts in.
 """
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 from torch.amp import GradScaler
 
+from mokd_fast.core.checkpoint_io import IncompleteFile, describe_contents, is_complete, load_file
 from mokd_fast.errors import UsageError
 from mokd_fast.methods.base import Method
 
@@ -29,46 +29,33 @@ RESUME_FREE_SETTINGS = frozenset({
     "compile", "channels_last", "fused_optim", "ddp_static_graph", "ddp_bucket_view",
     "knn_every", "knn_data", "knn_k", "knn_input_size",
     "collapse_window", "stop_on_collapse",
+    "trust_checkpoint",
     "teacher",  # SEED's teacher file may move; the checkpoint's digest of its weights checks it is the same teacher
 })
 
 
 def capture_rng(device: torch.device) -> dict[str, Any]:
-    """This process's RNG states (Python, NumPy, torch CPU and, on CUDA, the device's)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """This process's RNG states (Python, NumPy, torch CPU and, on CUDA, the device's), as plain data.
+
+    NumPy's state is kept as a tuple of Python values (its 624 key words as a list), so that the
+    checkpoint opens with ``torch.load``'s weights-only default.
+    """
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (kind, keys.tolist(), int(pos), int(has_gauss), float(cached)),
+             "torch": torch.get_rng_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
 def restore_rng(state: dict[str, Any], device: torch.device) -> None:
-    """Puts back what ``capture_rng`` saved."""
+    """Puts back what ``capture_rng`` saved (older checkpoints hold NumPy's key as an array: same values)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest))
     torch.set_rng_state(state["torch"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """Writes ``obj`` so that ``path`` is either the old file or the complete new one, never a torn one.
-
-    Temp file in the same directory, fsync, rename over the target, fsync the directory.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def build_checkpoint(
@@ -99,36 +86,68 @@ def build_checkpoint(
     return ckpt
 
 
-def check_resumable(ours: dict[str, Any], path: Path, config: dict[str, Any], iters_per_epoch: int) -> None:
-    """Refuses a resume whose settings would change what the remaining steps compute.
+def check_settings(ours: dict[str, Any], path: Path, config: dict[str, Any]) -> None:
+    """Refuses a resume whose method or settings would change what the remaining steps compute.
 
     Raises:
-        UsageError: Names each differing setting, or the differing iterations per epoch.
+        UsageError: Names the other method, or each differing setting.
     """
     saved = {"method": "mokd", **ours["config"]}  # written before there were other methods
+    if saved["method"] != config.get("method"):
+        raise UsageError(f"--resume {path} is a checkpoint of --method {saved['method']}, this run is --method "
+                         f"{config.get('method')}; resume it with --method {saved['method']} or start a new --output_dir")
     differ = sorted(k for k in config.keys() | saved.keys()
                     if k not in RESUME_FREE_SETTINGS and config.get(k) != saved.get(k))
     if differ:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {config.get(k)!r}" for k in differ)
         raise UsageError(f"--resume {path}: settings differ from the run that wrote it ({details}); "
                          "resume with the same settings or start a new --output_dir")
-    if ours["iters_per_epoch"] != iters_per_epoch:
-        raise UsageError(
-            f"--resume {path}: it was written with {ours['iters_per_epoch']} steps per epoch, this run has "
-            f"{iters_per_epoch} (dataset size, batch size or number of processes changed); the schedules "
-            "would not line up"
-        )
+
+
+def newest_complete_checkpoint(path: Path) -> Path | None:
+    """The most recently written complete ``checkpoint*.pth`` in ``path``'s folder other than ``path``."""
+    others = [p for p in path.parent.glob("checkpoint*.pth") if p.resolve() != path.resolve() and is_complete(p)]
+    return max(others, key=lambda p: p.stat().st_mtime, default=None)
+
+
+def read_checkpoint(path: Path, config: dict[str, Any], trust: bool = False) -> dict[str, Any]:
+    """Reads a checkpoint to resume from and checks that it belongs to this run, before anything is built.
+
+    Args:
+        path: The ``--resume`` file.
+        config: This run's flat settings (``run_settings``).
+        trust: Read the file with the full unpickler (``--trust_checkpoint``).
+
+    Raises:
+        IncompleteFile: The file is cut short; the message names the newest complete checkpoint beside it.
+        UsageError: A missing, broken or refused file, not a training checkpoint, or one of another
+            method or other settings.
+    """
+    try:
+        ckpt = load_file(path, "--resume", trust=trust)
+    except IncompleteFile as err:
+        earlier = newest_complete_checkpoint(path)
+        hint = f"; the newest complete checkpoint beside it is {earlier}" if earlier else ""
+        raise IncompleteFile(f"{err}{hint}") from err
+    ours = ckpt.get("mokd_fast") if isinstance(ckpt, dict) else None
+    if not isinstance(ckpt, dict) or not any(isinstance(v, dict) for v in ckpt.values()) or (
+            ours is not None and not isinstance(ours, dict)):
+        raise UsageError(f"--resume {path} holds {describe_contents(ckpt)}, not a training checkpoint "
+                         "(train.py writes checkpoint.pth in its --output_dir)")
+    if ours is not None:
+        check_settings(ours, path, config)
+    return ckpt
 
 
 def load_checkpoint(
+    ckpt: dict[str, Any],
     path: Path,
     model: Method,
     optimizers: dict[str, torch.optim.Optimizer],
     scalers: dict[str, GradScaler] | None,
-    config: dict[str, Any],
     iters_per_epoch: int,
 ) -> tuple[int, list[dict[str, Any]] | None]:
-    """Loads a checkpoint for resuming.
+    """Puts a checkpoint from ``read_checkpoint`` into the built model, optimisers and scalers.
 
     Ours resume at the exact step with every rank's RNG; an official ``main_mokd.py`` checkpoint
     resumes at the start of its ``epoch`` with fresh RNG states.
@@ -137,24 +156,26 @@ def load_checkpoint(
         The number of completed steps, and the saved per-rank RNG states (None for official ones).
 
     Raises:
-        UsageError: Missing file, incompatible settings, or state that does not fit this model.
+        UsageError: Other iterations per epoch, or state that does not fit this model.
     """
-    if not path.is_file():
-        raise UsageError(f"--resume {path}: no such file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
     ours = ckpt.get("mokd_fast")
-    if ours is not None:
-        check_resumable(ours, path, config, iters_per_epoch)
+    if ours is not None and ours["iters_per_epoch"] != iters_per_epoch:
+        raise UsageError(
+            f"--resume {path}: it was written with {ours['iters_per_epoch']} steps per epoch, this run has "
+            f"{iters_per_epoch} (dataset size, batch size or number of processes changed); the schedules "
+            "would not line up"
+        )
     try:
         rest = model.load_checkpoint_state(ckpt)
         for name, opt in optimizers.items():
             if f"optimizer_{name}" in rest:
                 opt.load_state_dict(rest[f"optimizer_{name}"])
-    except ValueError as err:
-        raise UsageError(f"--resume {path}: {err}") from err
-    for name, scaler in (scalers or {}).items():
-        if f"fp16_scaler_{name}" in rest:
-            scaler.load_state_dict(rest[f"fp16_scaler_{name}"])
+        for name, scaler in (scalers or {}).items():
+            if f"fp16_scaler_{name}" in rest:
+                scaler.load_state_dict(rest[f"fp16_scaler_{name}"])
+    except (ValueError, KeyError, TypeError, RuntimeError) as err:  # entries missing or of another shape
+        problem = " ".join(str(err).split())[:400]
+        raise UsageError(f"--resume {path}: it does not fit this model ({type(err).__name__}: {problem})") from err
     if ours is None:
         return int(rest.get("epoch", 0)) * iters_per_epoch, None
     return int(ours["step"]), ours["rng"]

@@ -17,7 +17,8 @@ from mokd_fast.methods.base import Method
 from mokd_fast.run_config import RunConfig
 from mokd_fast.step import TrainStep
 from mokd_fast.step_bench import synthetic_batches, synthetic_labels
-from mokd_fast.train_state import atomic_save, build_checkpoint, capture_rng, load_checkpoint
+from mokd_fast.core.checkpoint_io import atomic_save
+from mokd_fast.train_state import build_checkpoint, capture_rng, load_checkpoint, read_checkpoint
 from pipelines import BACKENDS, PIPELINES
 from pipelines.errors import UsageError
 from pipelines.policy import MultiCropPolicy, ViewPolicy
@@ -187,7 +188,8 @@ def test_every_method_checkpoint_restores_the_next_step_exactly(name, tmp_path) 
                 tmp_path / "c.pth")
     torch.manual_seed(1)  # other initial weights: everything must come from the checkpoint
     second = TrainStep(method, train, ctx, iters_per_epoch=4, labels=labels)
-    done, rng = load_checkpoint(tmp_path / "c.pth", second.model, second.optimizers, second.scalers, config, 4)
+    ckpt = read_checkpoint(tmp_path / "c.pth", config)
+    done, rng = load_checkpoint(ckpt, tmp_path / "c.pth", second.model, second.optimizers, second.scalers, 4)
     assert done == 1 and len(rng) == 1
     batch = next(batches)
     torch.manual_seed(2)

@@ -194,7 +194,7 @@ def test_bad_teacher_files_are_named(tmp_path) -> None:
     with pytest.raises(UsageError, match="--teacher .*missing.pth: no such file"):
         _teacher(tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_text("not a checkpoint")
-    with pytest.raises(UsageError, match="--teacher .*junk.pth: not a readable torch checkpoint"):
+    with pytest.raises(UsageError, match="--teacher .*junk.pth: is a text file, not a torch checkpoint"):
         _teacher(tmp_path / "junk.pth")
     with pytest.raises(UsageError, match="--teacher: give the teacher's checkpoint"):
         load_teacher(SEEDConfig())

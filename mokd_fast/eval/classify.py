@@ -14,37 +14,41 @@ from typing import Any
 
 import torch
 
+from mokd_fast.core.checkpoint_io import TRUST_FLAG, TRUST_HELP, describe_contents, load_file
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.data import default_resize, open_split, split_batches
 from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet
 
 
-def load_classifiers(path: str | Path) -> tuple[list[AuxResNet], Aggregator, list[str]]:
+def load_classifiers(path: str | Path, trust: bool = False) -> tuple[list[AuxResNet], Aggregator, list[str]]:
     """The networks and aggregator of an L-MCL checkpoint, in eval mode.
 
+    The file is read as data (``load_file``) unless ``trust`` (``--trust_checkpoint``).
+
     Raises:
-        UsageError: No such file, or not an L-MCL checkpoint (the keys present are named).
+        UsageError: A missing, broken or refused file, not an L-MCL checkpoint (the keys present are
+            named), or weights that do not fit the architectures it records.
     """
-    if not Path(path).is_file():
-        raise UsageError(f"--checkpoint {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several kinds for a file that is not a checkpoint
-        raise UsageError(f"--checkpoint {path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
-    names = sorted(k for k in ckpt if k.startswith("net_")) if isinstance(ckpt, dict) else []
-    if not names or "lmcl_heads" not in ckpt:
-        keys = sorted(ckpt)[:10] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise UsageError(f"--checkpoint {path} is not an L-MCL checkpoint (no net_i and lmcl_heads entries; it has {keys})")
+    ckpt = load_file(path, "--checkpoint", trust=trust)
+    names = sorted(k for k in ckpt if str(k).startswith("net_")) if isinstance(ckpt, dict) else []
+    if not names or not isinstance(ckpt.get("lmcl_heads"), dict):
+        raise UsageError(f"--checkpoint {path} is not an L-MCL checkpoint (no net_i and lmcl_heads entries; it holds "
+                         f"{describe_contents(ckpt)})")
     nets, archs = [], []
-    for name in names:
-        arch = ckpt.get(f"arch_{name.removeprefix('net_')}")
-        classes = ckpt[name]["backbone.fc.weight"].shape[0]
-        net = AuxResNet(arch, classes)
-        net.load_state_dict(ckpt[name])
-        nets.append(net.eval())
-        archs.append(arch)
-    aggregator = Aggregator([net.width for net in nets], stages=4)
-    aggregator.load_state_dict(ckpt["lmcl_heads"]["aggregator"])
+    try:
+        for name in names:
+            arch = ckpt.get(f"arch_{name.removeprefix('net_')}")
+            classes = ckpt[name]["backbone.fc.weight"].shape[0]
+            net = AuxResNet(arch, classes)
+            net.load_state_dict(ckpt[name])
+            nets.append(net.eval())
+            archs.append(arch)
+        aggregator = Aggregator([net.width for net in nets], stages=4)
+        aggregator.load_state_dict(ckpt["lmcl_heads"]["aggregator"])
+    except (KeyError, RuntimeError, ValueError) as err:  # a missing entry, or weights of another shape
+        problem = " ".join(str(err).split())[:300]
+        raise UsageError(f"--checkpoint {path}: its L-MCL entries do not fit the architectures it records "
+                         f"({type(err).__name__}: {problem})") from err
     return nets, aggregator.eval(), archs
 
 
@@ -86,9 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num_workers", type=int, default=4)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--output_dir", default=".", help="Where classifiers.json goes.")
+    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
-        nets, aggregator, archs = load_classifiers(args.checkpoint)
+        nets, aggregator, archs = load_classifiers(args.checkpoint, args.trust_checkpoint)
         split = open_split(args.data_path)
         classes = nets[0].backbone.fc.out_features
         if len(split.classes) != classes:

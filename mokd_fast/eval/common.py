@@ -11,6 +11,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from mokd_fast.core.checkpoint_io import TRUST_FLAG, TRUST_HELP, describe_contents, load_file
 from mokd_fast.distributed import DistContext, init_distributed, shutdown
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.data import FORMATS, Split, default_resize, open_splits
@@ -30,6 +31,7 @@ def add_common_flags(parser: argparse.ArgumentParser) -> None:
     add("--patch_size", type=int, default=None, help="ViT patch size; default: read from the weights.")
     add("--pretrained_weights", default="", help="Checkpoint to evaluate (ours, the official one, or a "
         "tools/export.py file); empty: the random initialisation of --arch.")
+    add(TRUST_FLAG, action="store_true", help=TRUST_HELP)
     add("--checkpoint_key", default="teacher_cnn", help=f"Model inside the checkpoint: {', '.join(CHECKPOINT_KEYS)}.")
     add("--data_path", required=True, help="Folder with train and val splits (ImageFolders or converter outputs).")
     add("--data_format", default="auto", choices=FORMATS, help="How to read the splits; auto detects each.")
@@ -70,9 +72,10 @@ def setup(args: argparse.Namespace, need_data: bool) -> Setup:
     cuda = ctx.device.type == "cuda"
     backbone = train = val = val_to_train = None
     if need_data:
-        train, val, val_to_train = open_splits(args.data_path, args.data_format)
         torch.manual_seed(args.seed)  # a random-initialisation baseline is the same on every rank and run
-        backbone = load_backbone(args.pretrained_weights, args.checkpoint_key, args.arch, args.patch_size)
+        backbone = load_backbone(args.pretrained_weights, args.checkpoint_key, args.arch, args.patch_size,
+                                 trust=args.trust_checkpoint)
+        train, val, val_to_train = open_splits(args.data_path, args.data_format)
         backbone.module.to(ctx.device)
         if cuda and backbone.kind == "cnn":
             backbone.module.to(memory_format=torch.channels_last)
@@ -112,13 +115,20 @@ def load_dumped_features(folder: str, device: torch.device) -> dict[str, Any]:
     """Features from ``--dump_features`` (or the official ``--dump_features``) in ``folder``.
 
     Raises:
-        UsageError: A file is missing.
+        UsageError: A file is missing, broken, or does not fit the others.
     """
     root = Path(folder)
     missing = [n for n in FEATURE_FILES if not (root / n).is_file()]
     if missing:
         raise UsageError(f"--load_features {root} lacks {missing}; write it with --dump_features")
-    train_f, val_f, train_y, val_y = (torch.load(root / n, map_location=device, weights_only=True) for n in FEATURE_FILES)
+    train_f, val_f, train_y, val_y = (load_file(root / n, "--load_features", map_location=device) for n in FEATURE_FILES)
+    for name, value in zip(FEATURE_FILES, (train_f, val_f, train_y, val_y)):
+        if not isinstance(value, torch.Tensor):
+            raise UsageError(f"--load_features {root / name} holds {describe_contents(value)}, not a tensor; "
+                             "write the folder with --dump_features")
+    if train_f.ndim != 2 or val_f.ndim != 2 or len(train_f) != len(train_y) or len(val_f) != len(val_y) or train_f.shape[1:] != val_f.shape[1:]:
+        raise UsageError(f"--load_features {root}: the four files do not belong together (features "
+                         f"{tuple(train_f.shape)} and {tuple(val_f.shape)}, labels {len(train_y)} and {len(val_y)})")
     meta_path = root / "features.json"
     meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
     num_classes = meta.get("num_classes", int(max(train_y.max(), val_y.max())) + 1)

@@ -20,6 +20,7 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
+from mokd_fast.core.checkpoint_io import TRUST_FLAG, TRUST_HELP
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
 from mokd_fast.models.cnn import CNN_ALIASES
@@ -46,13 +47,15 @@ def _check_loads(model: nn.Module, state: dict[str, torch.Tensor], target: str) 
                            f"unexpected {result.unexpected_keys[:5]}")
 
 
-def export(ckpt: str, key: str, fmt: str, out: str, arch: str | None = None) -> str:
+def export(ckpt: str, key: str, fmt: str, out: str, arch: str | None = None, trust: bool = False) -> str:
     """Writes the backbone of ``ckpt[key]`` to ``out`` in ``fmt``; returns how to load it.
+
+    ``ckpt`` is a ``.pth`` or ``.safetensors`` file, read as data unless ``trust`` (``--trust_checkpoint``).
 
     Raises:
         UsageError: Bad checkpoint, key or architecture, or a format the architecture has no target in.
     """
-    backbone = load_backbone(ckpt, key, arch)
+    backbone = load_backbone(ckpt, key, arch, flag="checkpoint", key_flag="--key", trust=trust)
     state = {k: v.detach().cpu().contiguous() for k, v in backbone.module.state_dict().items()}
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,14 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     """Command-line entry; returns the exit status (2 for a usage error)."""
     parser = argparse.ArgumentParser("export", description="Export a pre-trained backbone for timm, torchvision "
                                      "or the official evaluation scripts.")
-    parser.add_argument("checkpoint", help="Training checkpoint (ours or official).")
+    parser.add_argument("checkpoint", help="Training checkpoint (ours or official), an export, or a .safetensors file.")
     parser.add_argument("out", help="Output file (.pth; .safetensors for --format timm/torchvision).")
     parser.add_argument("--key", default="teacher_cnn", help=f"Model to export: {', '.join(CHECKPOINT_KEYS)}.")
     parser.add_argument("--format", default="timm", choices=FORMATS, help="Target layout.")
     parser.add_argument("--arch", default=None, help="Architecture, when the checkpoint does not record it.")
+    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
     args = parser.parse_args(argv)
     try:
-        how = export(args.checkpoint, args.key, args.format, args.out, args.arch)
+        how = export(args.checkpoint, args.key, args.format, args.out, args.arch, args.trust_checkpoint)
     except UsageError as err:
         print(f"export: error: {err}", file=sys.stderr)
         return 2

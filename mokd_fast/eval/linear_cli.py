@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from mokd_fast.core.checkpoint_io import atomic_save, describe_contents, load_file
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.common import (
     add_common_flags,
@@ -29,7 +30,6 @@ from mokd_fast.eval.linear import (
     train_epoch,
 )
 from mokd_fast.optim import LARS
-from mokd_fast.train_state import atomic_save
 
 CHECKPOINT = "linear.pth"
 
@@ -62,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.epochs < 1 or args.val_freq < 1:
         raise UsageError(f"--epochs {args.epochs} and --val_freq {args.val_freq} must be >= 1")
+    # Read before the features are extracted, so that a wrong file is reported at once.
+    evaluated = load_file(args.evaluate, "--evaluate", trust=args.trust_checkpoint) if args.evaluate else None
     s = setup(args, need_data=True)
     ctx, device = s.ctx, s.ctx.device
     net = FeatureNet(s.backbone, args.n_last_blocks, args.avgpool_patchtokens, knn=False)
@@ -78,8 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     record = {**describe(args, s), "n_last_blocks": args.n_last_blocks, "feature_dim": dim}
     if args.evaluate:
-        state = torch.load(args.evaluate, map_location=device, weights_only=False)
-        _module(classifier).load_state_dict(state["state_dict"])
+        load_classifier(_module(classifier), evaluated, f"--evaluate {args.evaluate}")
         if ctx.is_main:
             top1, top5, loss = accuracy(classifier, val_f, val_y)
             print(f"Accuracy of {args.evaluate} on the {len(val_y)} val images: top-1 {top1:.2f}, top-5 {top5:.2f}")
@@ -91,12 +92,19 @@ def _run(args: argparse.Namespace) -> int:
     optimizer = opt_cls(classifier.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs, eta_min=0)
     start_epoch, best = 0, {"top1": 0.0, "top5": 0.0}
-    if (out / CHECKPOINT).is_file():
-        state = torch.load(out / CHECKPOINT, map_location=device, weights_only=False)
-        if state.get("setup") != _resume_key(args, record):
-            raise UsageError(f"{out / CHECKPOINT} belongs to another evaluation ({state.get('setup')}); "
+    if (out / CHECKPOINT).exists():
+        try:
+            state = load_file(out / CHECKPOINT, "--output_dir", map_location=device)
+            load_classifier(_module(classifier), state, f"--output_dir {out / CHECKPOINT}")
+        except UsageError as err:
+            raise UsageError(f"{err}; delete it to start the probe afresh, or pick another --output_dir") from err
+        missing = [k for k in ("setup", "optimizer", "scheduler", "epoch", "best") if k not in state]
+        if missing:
+            raise UsageError(f"--output_dir {out / CHECKPOINT} lacks {missing}, so the probe cannot continue from it; "
+                             "delete it or pick another --output_dir")
+        if state["setup"] != _resume_key(args, record):
+            raise UsageError(f"{out / CHECKPOINT} belongs to another evaluation ({state['setup']}); "
                              "pick another --output_dir or delete it")
-        _module(classifier).load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, best = state["epoch"], state["best"]
@@ -139,6 +147,24 @@ def _run(args: argparse.Namespace) -> int:
     if ctx.distributed:
         dist.barrier()
     return 0
+
+
+def load_classifier(classifier: nn.Module, state: object, where: str) -> None:
+    """Loads a saved probe's ``state_dict`` into ``classifier``, or says in one line why the file is not one.
+
+    Raises:
+        UsageError: Not a dict with a ``state_dict``, or weights of another feature width or class count.
+    """
+    weights = state.get("state_dict") if isinstance(state, dict) else None
+    if not isinstance(weights, dict):
+        raise UsageError(f"{where} holds {describe_contents(state)}, not a linear probe (tools/eval_linear.py writes "
+                         f"{CHECKPOINT} with a state_dict entry)")
+    shapes = {k: tuple(v.shape) if isinstance(v, torch.Tensor) else None for k, v in weights.items()}
+    expected = {k: tuple(v.shape) for k, v in classifier.state_dict().items()}
+    if shapes != expected:
+        raise UsageError(f"{where} is a probe of another shape ({shapes}; this backbone and --data_path need "
+                         f"{expected}): another backbone, --n_last_blocks, --avgpool_patchtokens or class count")
+    classifier.load_state_dict(weights)
 
 
 def _module(classifier: nn.Module) -> nn.Module:

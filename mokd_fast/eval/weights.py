@@ -11,6 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mokd_fast.core.checkpoint_io import load_file
 from mokd_fast.errors import UsageError
 from mokd_fast.models.cnn import CNN_ALIASES, build_cnn, small_image_stem
 from mokd_fast.models.vit import VIT_ALIASES, build_vit
@@ -94,17 +95,21 @@ def build_backbone(arch: str, patch_size: int, vit: bool | None = None, small_st
 
 
 def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
-                  patch_size: int | None = None) -> LoadedBackbone:
+                  patch_size: int | None = None, flag: str = "--pretrained_weights",
+                  key_flag: str = "--checkpoint_key", trust: bool = False) -> LoadedBackbone:
     """Builds the backbone and loads its weights.
 
     Args:
-        path: Checkpoint file; ``None`` or ``""`` evaluates a random initialisation of ``arch``.
+        path: Checkpoint file (``.pth`` or ``.safetensors``, read as data by ``load_file``); ``None`` or
+            ``""`` evaluates a random initialisation of ``arch``.
         key: ``teacher_cnn``... for a training checkpoint; ignored for a bare state dict.
         arch: Architecture; ``None`` takes the checkpoint's ``arch_cnn``/``arch_vit``.
         patch_size: ViT patch size; ``None`` reads it from the weights (16 for a random ViT alias).
+        flag: The flag that named ``path``, and ``key_flag`` the one that named ``key``, for the messages.
+        trust: Read a ``.pth`` with the full unpickler (``--trust_checkpoint``).
 
     Raises:
-        UsageError: Missing file or key (the keys present are listed), an architecture that
+        UsageError: A missing, broken or refused file, a missing key (the keys present are listed), an architecture that
             contradicts the checkpoint, or weights that do not fit the architecture.
     """
     if not path:
@@ -112,10 +117,8 @@ def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
             raise UsageError("--arch is needed to evaluate a random initialisation (no --pretrained_weights)")
         module = build_backbone(arch, patch_size or 16)
         return _loaded(module.eval(), arch, None)
-    if not Path(path).is_file():
-        raise UsageError(f"--pretrained_weights {path}: no such file")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    state, saved_arch = select_state(ckpt, key, str(path))
+    ckpt = load_file(path, flag, trust=trust)
+    state, saved_arch = select_state(ckpt, key, str(path), flag, key_flag)
     where = f"{path}[{key!r}]" if key and not is_state_dict(ckpt) else str(path)
     if arch and saved_arch and arch != saved_arch:
         raise UsageError(f"architecture mismatch: {where} was trained as {saved_arch!r} but --arch is {arch!r}; "

@@ -187,7 +187,7 @@ class LMCL(Method):
             stepper.run(lambda: self._mcl_loss(x, labels, idx, own), lambda: self._cls_loss(x, labels), lr)
         opt = self.weight_optimizer()
         for group in opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = float(lr)  # a Python float: checkpoints hold plain data
         opt.step()
         opt.zero_grad(set_to_none=True)
 

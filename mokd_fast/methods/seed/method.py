@@ -40,7 +40,7 @@ class SEED(Method):
     def __init__(self, cfg: SEEDConfig, train: SEEDTrainConfig | None = None) -> None:
         train = train if train is not None else SEEDTrainConfig()
         super().__init__(cfg, train)
-        self.teacher = load_teacher(cfg, seed=train.seed)
+        self.teacher = load_teacher(cfg, seed=train.seed, trust=train.trust_checkpoint)
         self.teacher_digest = self.teacher.digest()
         self.student = Student(cfg.student_arch, self.teacher.dim, cfg.student_hidden)
         self.queue = EmbeddingQueue(cfg.queue_size, self.teacher.dim, seed=train.seed)

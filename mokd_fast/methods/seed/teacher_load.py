@@ -17,13 +17,13 @@ unexpected and misshaped keys and the architecture expected.
 """
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
 from torchvision.models.resnet import ResNet
 
+from mokd_fast.core.checkpoint_io import load_file
 from mokd_fast.errors import UsageError
 from mokd_fast.eval.features import cnn_pooled
 from mokd_fast.eval.weights import backbone_entries, backbone_from_state, is_state_dict, select_state
@@ -217,8 +217,11 @@ def random_teacher(cfg: SEEDConfig, seed: int = 0) -> FrozenTeacher:
                          f"random {arch} ({backbone.width}-d pooled), benchmark only")
 
 
-def load_teacher(cfg: SEEDConfig, seed: int = 0) -> FrozenTeacher:
+def load_teacher(cfg: SEEDConfig, seed: int = 0, trust: bool = False) -> FrozenTeacher:
     """The teacher ``cfg`` names, frozen, on the CPU (``seed`` draws a random one when no file is given).
+
+    The file is read as data (``load_file``): a ``.pth`` or a ``.safetensors``; ``trust``
+    (``--trust_checkpoint``) reads a ``.pth`` with the full unpickler.
 
     Raises:
         UsageError: No such file, an unreadable or unknown format, a missing key or architecture, or
@@ -230,12 +233,7 @@ def load_teacher(cfg: SEEDConfig, seed: int = 0) -> FrozenTeacher:
                              "randomly initialised teacher)")
         return random_teacher(cfg, seed)
     path = cfg.teacher
-    if not Path(path).is_file():
-        raise UsageError(f"--teacher {path}: no such file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # torch raises several kinds for a file that is not a checkpoint
-        raise UsageError(f"--teacher {path}: not a readable torch checkpoint ({type(err).__name__}: {err})") from err
+    ckpt = load_file(path, "--teacher", trust=trust)
     fmt = detect_format(ckpt) if cfg.teacher_format == "auto" else cfg.teacher_format
     use_head = cfg.teacher_embedding != "backbone"
     if fmt == "ours":

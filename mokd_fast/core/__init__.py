@@ -1,0 +1,1 @@
+"""What every layer of ``mokd_fast`` may use: reading and writing files safely."""
