@@ -170,6 +170,8 @@ def load_checkpoint(
         for name, opt in optimizers.items():
             if f"optimizer_{name}" in rest:
                 opt.load_state_dict(rest[f"optimizer_{name}"])
+                for group in opt.param_groups:  # NumPy numbers of older and official files become plain ones
+                    group.update({k: v.item() for k, v in group.items() if isinstance(v, np.generic)})
         for name, scaler in (scalers or {}).items():
             if f"fp16_scaler_{name}" in rest:
                 scaler.load_state_dict(rest[f"fp16_scaler_{name}"])

@@ -91,7 +91,7 @@ def _flags(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_two_process_ddp_dogo_keeps_peers_identical(photo_folder, tmp_path) -> N
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    ranks = [torch.load(out / f"rank{r}.pt") for r in range(2)]
     for name, value in ranks[0]["model"].items():
         if "running_" in name or "num_batches_tracked" in name:
             continue  # BatchNorm statistics are per rank (the official DataParallel run normalises per replica)

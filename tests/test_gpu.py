@@ -38,8 +38,8 @@ def test_cuda_training_run_resumes_exactly(precision, photo_folder, tmp_path) ->
     assert main([*flags, "--output_dir", str(tmp_path / "b"), "--max_steps", "3"]) == 0
     assert main([*flags, "--output_dir", str(tmp_path / "b"), "--max_steps", "6",
                  "--resume", str(tmp_path / "b" / "checkpoint.pth")]) == 0
-    a = torch.load(tmp_path / "a" / "checkpoint.pth", weights_only=False)
-    b = torch.load(tmp_path / "b" / "checkpoint.pth", weights_only=False)
+    a = torch.load(tmp_path / "a" / "checkpoint.pth")
+    b = torch.load(tmp_path / "b" / "checkpoint.pth")
     # cuDNN autotuning may pick different kernels per process, so exact equality is not promised on GPU.
     for key in ("student_cnn", "teacher_vit"):
         for name, value in a[key].items():

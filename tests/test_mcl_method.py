@@ -147,7 +147,7 @@ def _flags(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ def _flags(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def _load(path: Path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu")
 
 
 def _assert_same_training_state(a: dict, b: dict) -> None:

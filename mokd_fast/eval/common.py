@@ -118,7 +118,7 @@ def load_dumped_features(folder: str, device: torch.device) -> dict[str, Any]:
         UsageError: A file is missing, broken, or does not fit the others.
     """
     root = Path(folder)
-    missing = [n for n in FEATURE_FILES if not (root / n).is_file()]
+    missing = [n for n in FEATURE_FILES if not (root / n).exists()]
     if missing:
         raise UsageError(f"--load_features {root} lacks {missing}; write it with --dump_features")
     train_f, val_f, train_y, val_y = (load_file(root / n, "--load_features", map_location=device) for n in FEATURE_FILES)

@@ -119,7 +119,7 @@ def load_backbone(path: str | Path | None, key: str | None, arch: str | None,
         return _loaded(module.eval(), arch, None)
     ckpt = load_file(path, flag, trust=trust)
     state, saved_arch = select_state(ckpt, key, str(path), flag, key_flag)
-    where = f"{path}[{key!r}]" if key and not is_state_dict(ckpt) else str(path)
+    where = f"{flag} {path}" + (f"[{key!r}]" if key and not is_state_dict(ckpt) else "")
     if arch and saved_arch and arch != saved_arch:
         raise UsageError(f"architecture mismatch: {where} was trained as {saved_arch!r} but --arch is {arch!r}; "
                          f"drop --arch or pass --arch {saved_arch}")
