@@ -139,7 +139,7 @@ def test_a_mokd_checkpoint_does_not_resume_a_dogo_run(dogo_run, photo_folder, tm
     assert train_main([*TINY_RUN_FLAGS, "--data_path", str(photo_folder), "--output_dir", str(mokd), "--max_steps", "1",
                        "--tensorboard", "False"]) == 0
     status = train_main(_flags(photo_folder, tmp_path / "d", "--resume", str(mokd / "checkpoint.pth")))
-    assert status == 2 and "method: checkpoint 'mokd' vs now 'dogo'" in capsys.readouterr().err
+    assert status == 2 and "is a checkpoint of --method mokd, this run is --method dogo" in capsys.readouterr().err
 
 
 def test_two_process_ddp_dogo_keeps_peers_identical(photo_folder, tmp_path) -> None:
