@@ -100,4 +100,4 @@ class CollapseWatch:
         self.fired = True
         detail = "; ".join(f"{g}: {why}" for g, why in sorted(sustained.items()))
         return (f"WARNING: collapse at step {step}, sustained over the last {self.window} log lines: {detail}. "
-                "The total loss can still fall; see the README's 'Learning health' section")
+                "The total loss can still fall; see docs/learning-health.md")

@@ -78,7 +78,7 @@ class RunConfig:
     tensorboard: bool = setting(True, "Write TensorBoard events to output_dir/tb when tensorboard is installed.")
     collapse_window: int = setting(
         5, "Log lines in a row that must show collapse (one prototype for every image, uniform outputs, or embeddings "
-        "pointing one way; see the README's 'Learning health') before the warning line.")
+        "pointing one way; see docs/learning-health.md) before the warning line.")
     stop_on_collapse: bool = setting(
         False, "End the run with a checkpoint when the collapse warning fires, instead of only warning.")
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Convert an ImageFolder to FFCV or DALI format: ``python tools/convert_dataset.py SRC OUT --format ffcv|dali``.
 
-``--help`` lists every flag; the README's "Converting a dataset" section shows a run.
+``--help`` lists every flag; docs/conversion.md shows a run.
 """
 
 import sys

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """k-NN evaluation of a pre-trained backbone: ``python tools/eval_knn.py --pretrained_weights CKPT --data_path DATA``.
 
-``--help`` lists every flag; the README's "Evaluating" section shows a run. Under ``torchrun`` every
+``--help`` lists every flag; docs/evaluation.md shows a run. Under ``torchrun`` every
 process extracts its part of the features.
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Linear probe of a pre-trained backbone: ``python tools/eval_linear.py --pretrained_weights CKPT --data_path DATA``.
 
-``--help`` lists every flag; the README's "Evaluating" section shows a run. Launch with ``torchrun``
+``--help`` lists every flag; docs/evaluation.md shows a run. Launch with ``torchrun``
 for several processes.
 """
 

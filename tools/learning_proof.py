@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Proof that pre-training learns: ``python tools/learning_proof.py --method mokd --out DIR [--device cuda]``.
 
-``--help`` lists every flag; the README's "Learning health" section shows a run.
+``--help`` lists every flag; docs/learning-health.md shows a run.
 """
 
 import sys

@@ -125,7 +125,7 @@ def _load_safetensors(path: Path, flag: str, map_location: Any) -> dict[str, tor
 def _refusal(flag: str, path: Path, asked: list[str]) -> UsageError:
     return _fail(flag, path, f"refused without loading it: its pickle asks for {', '.join(sorted(asked))}, which a "
                              f"file of weights never needs and which could run code; if you trust this file, pass "
-                             f"{TRUST_FLAG} (see the README, 'Loading files from elsewhere')")
+                             f"{TRUST_FLAG} (see docs/evaluation.md, 'Loading files from elsewhere')")
 
 
 def _unpickling_problem(err: Exception) -> str:
