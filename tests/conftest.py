@@ -96,3 +96,57 @@ def converted_folders(labelled_folder, tmp_path_factory: pytest.TempPathFactory)
                                  "--shard-size", "5"]) == 0
         roots[fmt] = root
     return roots
+
+
+RUN_FLAGS = ["--batch_size_per_gpu", "4", "--num_workers", "1", "--log_every", "1", "--ckpt_every_steps", "0",
+             "--device", "cpu", "--tensorboard", "False"]
+METHOD_NAMES = ("mokd", "dogo", "seed", "mcl", "lmcl")
+
+
+def method_flags(method: str, data, teacher) -> list[str]:
+    """A tiny but real run of ``method`` on ``data`` (4 steps per epoch); SEED distils ``teacher``."""
+    flags = {
+        "mokd": [*TINY_RUN_FLAGS, "--tensorboard", "False"],
+        "dogo": ["--method", "dogo", "--image_size", "32", "--n_proj_1", "32", "--epochs", "2", *RUN_FLAGS],
+        "seed": ["--method", "seed", "--teacher", str(teacher), "--student_arch", "resnet18", "--global_size", "32",
+                 "--local_crops_number", "2", "--local_size", "16", "--queue_size", "24", "--epochs", "2", *RUN_FLAGS],
+        "mcl": ["--method", "mcl", "--archs", "resnet18", "resnet18", "--global_size", "32", "--queue_size", "24",
+                "--epochs", "2", *RUN_FLAGS],
+        "lmcl": ["--method", "lmcl", "--image_size", "32", "--neg_k", "8", "--epochs", "2", "--pipeline",
+                 "torchvision", *RUN_FLAGS],
+    }[method]
+    return [*flags, "--data_path", str(data)]
+
+
+def moco_v2_teacher(path):
+    """An official-layout MoCo v2 checkpoint: epoch, arch, the query/key encoders and an SGD state (seed 0)."""
+    import torch.nn as nn
+    import torchvision.models as tvm
+
+    torch.manual_seed(0)
+    net = tvm.resnet18(num_classes=128)
+    net.fc = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), net.fc)
+    opt = torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
+    state = {f"module.encoder_q.{k}": v for k, v in net.state_dict().items()}
+    state |= {f"module.encoder_k.{k}": v for k, v in net.state_dict().items()}
+    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state, "optimizer": opt.state_dict()}, path)
+    return path
+
+
+def train_each_method(data, root) -> dict:
+    """``{method: checkpoint.pth}`` after one step of each method on ``data``, plus ``moco``, SEED's teacher file."""
+    from mokd_fast.cli import main as train_main
+
+    root.mkdir(parents=True, exist_ok=True)
+    files = {"moco": moco_v2_teacher(root / "moco_v2.pth.tar")}
+    for method in METHOD_NAMES:
+        out = root / method
+        assert train_main([*method_flags(method, data, files["moco"]), "--output_dir", str(out), "--max_steps", "1"]) == 0
+        files[method] = out / "checkpoint.pth"
+    return files
+
+
+@pytest.fixture(scope="session")
+def method_runs(photo_folder, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """``train_each_method`` on ``photo_folder``: one fresh checkpoint of every method."""
+    return train_each_method(photo_folder, tmp_path_factory.mktemp("method_runs"))

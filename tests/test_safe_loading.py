@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-import torchvision.models as tvm
 from safetensors.torch import save_file
 from torch import nn
 
@@ -40,52 +39,10 @@ from mokd_fast.eval.linear_cli import main as linear_main
 from mokd_fast.methods.seed.config import SEEDConfig
 from mokd_fast.methods.seed.swav_resnet import swav_resnet50
 from mokd_fast.methods.seed.teacher_load import load_teacher
-from tests.conftest import TINY_RUN_FLAGS, small_config
+from tests.conftest import method_flags, small_config
 
 REPO = Path(__file__).resolve().parents[1]
-RUN = ["--batch_size_per_gpu", "4", "--num_workers", "1", "--log_every", "1", "--ckpt_every_steps", "0",
-       "--device", "cpu", "--tensorboard", "False"]
 EVAL = ["--input_size", "32", "--batch_size_per_gpu", "8", "--num_workers", "0", "--device", "cpu"]
-
-
-def _method_flags(method: str, data: Path, teacher: Path) -> list[str]:
-    """A tiny but real run of ``method`` on ``data`` (4 steps per epoch)."""
-    flags = {
-        "mokd": [*TINY_RUN_FLAGS, "--tensorboard", "False"],
-        "dogo": ["--method", "dogo", "--image_size", "32", "--n_proj_1", "32", "--epochs", "2", *RUN],
-        "seed": ["--method", "seed", "--teacher", str(teacher), "--student_arch", "resnet18", "--global_size", "32",
-                 "--local_crops_number", "2", "--local_size", "16", "--queue_size", "24", "--epochs", "2", *RUN],
-        "mcl": ["--method", "mcl", "--archs", "resnet18", "resnet18", "--global_size", "32", "--queue_size", "24",
-                "--epochs", "2", *RUN],
-        "lmcl": ["--method", "lmcl", "--image_size", "32", "--neg_k", "8", "--epochs", "2", "--pipeline",
-                 "torchvision", *RUN],
-    }[method]
-    return [*flags, "--data_path", str(data)]
-
-
-def _moco_v2(path: Path) -> Path:
-    """An official-layout MoCo v2 checkpoint: epoch, arch, the query/key encoders and an SGD state."""
-    torch.manual_seed(0)
-    net = tvm.resnet18(num_classes=128)
-    net.fc = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), net.fc)
-    opt = torch.optim.SGD(net.parameters(), lr=0.03, momentum=0.9, weight_decay=1e-4)
-    state = {f"module.encoder_q.{k}": v for k, v in net.state_dict().items()}
-    state |= {f"module.encoder_k.{k}": v for k, v in net.state_dict().items()}
-    torch.save({"epoch": 200, "arch": "resnet18", "state_dict": state, "optimizer": opt.state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def runs(photo_folder, tmp_path_factory) -> dict[str, Path]:
-    """``{method: checkpoint.pth}`` after one step of each method, plus ``moco``, the SEED teacher file."""
-    root = tmp_path_factory.mktemp("runs")
-    files = {"moco": _moco_v2(root / "moco_v2.pth.tar")}
-    for method in ("mokd", "dogo", "seed", "mcl", "lmcl"):
-        out = root / method
-        assert train_main([*_method_flags(method, photo_folder, files["moco"]), "--output_dir", str(out),
-                           "--max_steps", "1"]) == 0
-        files[method] = out / "checkpoint.pth"
-    return files
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +59,12 @@ def resnet18_weights(tmp_path_factory) -> dict[str, Path]:
 # ---- the three commands' inputs: a fresh checkpoint of every method holds plain data ----
 
 @pytest.mark.parametrize("method", ["mokd", "dogo", "seed", "mcl", "lmcl"])
-def test_a_fresh_checkpoint_pickles_nothing_but_torch_and_ordered_dicts(runs, method) -> None:
-    found = pickle_globals(runs[method])
+def test_a_fresh_checkpoint_pickles_nothing_but_torch_and_ordered_dicts(method_runs, method) -> None:
+    found = pickle_globals(method_runs[method])
     assert "collections.OrderedDict" in found and "torch._utils._rebuild_tensor_v2" in found  # the scan sees them
     foreign = sorted(g for g in found if not g.startswith("torch.") and g != "collections.OrderedDict")
     assert not foreign, f"{method}'s checkpoint pickles {foreign}"
-    ckpt = torch.load(runs[method])  # torch's own safe default opens it
+    ckpt = torch.load(method_runs[method])  # torch's own safe default opens it
     assert ckpt["mokd_fast"]["step"] == 1
 
 
@@ -149,9 +106,9 @@ def _train(args: list[str]) -> Callable[[Path, dict[str, Path]], int]:
     """train.py with a file as ``--resume`` (args empty) or as SEED's ``--teacher``."""
     def run(file: Path, env: dict[str, Path]) -> int:
         if args:
-            flags = _method_flags("seed", env["photos"], file)
+            flags = method_flags("seed", env["photos"], file)
         else:
-            flags = [*_method_flags("mokd", env["photos"], file), "--resume", str(file)]
+            flags = [*method_flags("mokd", env["photos"], file), "--resume", str(file)]
         return train_main([*flags, "--output_dir", str(env["tmp"] / "run")])
     return run
 
@@ -218,7 +175,7 @@ def test_a_pickle_that_carries_code_is_refused_and_its_code_does_not_run(command
     assert not marker.exists(), f"{command.name} ran the code in a {layout} checkpoint"
 
 
-def _broken(kind: str, tmp: Path, runs: dict[str, Path]) -> Path:
+def _broken(kind: str, tmp: Path, method_runs: dict[str, Path]) -> Path:
     path = tmp / f"{kind}.pth"
     if kind == "empty":
         path.write_bytes(b"")
@@ -227,7 +184,7 @@ def _broken(kind: str, tmp: Path, runs: dict[str, Path]) -> Path:
     elif kind == "text":
         path.write_text("epoch,loss\n0,4.2\n")
     elif kind == "truncated":
-        data = runs["mokd"].read_bytes()
+        data = method_runs["mokd"].read_bytes()
         path.write_bytes(data[: len(data) // 2])
     elif kind == "directory":
         path.mkdir()
@@ -240,16 +197,16 @@ BROKEN = {"empty": "is empty", "random": "not a file this project reads", "text"
 
 @pytest.mark.parametrize("kind", list(BROKEN))
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
-def test_a_broken_file_is_one_line_naming_the_flag_and_the_file(command, kind, env, runs, capsys) -> None:
-    file = _broken(kind, env["tmp"], runs)
+def test_a_broken_file_is_one_line_naming_the_flag_and_the_file(command, kind, env, method_runs, capsys) -> None:
+    file = _broken(kind, env["tmp"], method_runs)
     status = command.run(file, env)
     named = _named_file(command, file, env)
     line = _assert_one_line_error(command, status, capsys.readouterr().err, named)
     assert BROKEN[kind] in line
 
 
-def _lmcl_with_arch(runs: dict[str, Path], tmp: Path, arch: str) -> Path:
-    ckpt = torch.load(runs["lmcl"])
+def _lmcl_with_arch(method_runs: dict[str, Path], tmp: Path, arch: str) -> Path:
+    ckpt = torch.load(method_runs["lmcl"])
     ckpt["arch_1"] = arch
     torch.save(ckpt, tmp / "lmcl_other_arch.pth")
     return tmp / "lmcl_other_arch.pth"
@@ -284,39 +241,39 @@ OTHER_METHOD = {
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[c.name for c in COMMANDS])
-def test_a_checkpoint_of_another_method_is_one_line(command, env, runs, capsys) -> None:
+def test_a_checkpoint_of_another_method_is_one_line(command, env, method_runs, capsys) -> None:
     method, extra, says = OTHER_METHOD[command.name]
-    file = runs[method]
+    file = method_runs[method]
     if extra:  # only the teacher command takes extra flags
-        status = train_main([*_method_flags("seed", env["photos"], file), *extra, "--output_dir", str(env["tmp"] / "r")])
+        status = train_main([*method_flags("seed", env["photos"], file), *extra, "--output_dir", str(env["tmp"] / "r")])
     else:
         status = command.run(file, env)
     line = _assert_one_line_error(command, status, capsys.readouterr().err, _named_file(command, file, env))
     assert says in line
 
 
-def test_a_checkpoint_of_another_architecture_is_one_line(env, runs, resnet18_weights, photo_folder, labelled_folder,
+def test_a_checkpoint_of_another_architecture_is_one_line(env, method_runs, resnet18_weights, photo_folder, labelled_folder,
                                                            capsys) -> None:
     tmp = env["tmp"]
     cases = [
-        ("--resume", runs["mokd"], "settings differ",
-         lambda: train_main([*_method_flags("mokd", photo_folder, runs["moco"]), "--arch_cnn", "resnet34",
-                             "--resume", str(runs["mokd"]), "--output_dir", str(tmp / "r")])),
+        ("--resume", method_runs["mokd"], "settings differ",
+         lambda: train_main([*method_flags("mokd", photo_folder, method_runs["moco"]), "--arch_cnn", "resnet34",
+                             "--resume", str(method_runs["mokd"]), "--output_dir", str(tmp / "r")])),
         ("--teacher", resnet18_weights["safetensors"], "does not fit 'resnet34'",
-         lambda: train_main([*_method_flags("seed", photo_folder, resnet18_weights["safetensors"]),
+         lambda: train_main([*method_flags("seed", photo_folder, resnet18_weights["safetensors"]),
                              "--teacher_arch", "resnet34", "--output_dir", str(tmp / "s")])),
         ("--pretrained_weights", resnet18_weights["pth"], "does not fit 'resnet34'",
          lambda: knn_main(["--pretrained_weights", str(resnet18_weights["pth"]), "--arch", "resnet34", "--data_path",
                            str(labelled_folder), "--output_dir", str(tmp / "k"), *EVAL])),
-        ("--pretrained_weights", runs["mokd"], "was trained as 'resnet18' but --arch is 'resnet50'",
-         lambda: linear_main(["--pretrained_weights", str(runs["mokd"]), "--arch", "resnet50", "--data_path",
+        ("--pretrained_weights", method_runs["mokd"], "was trained as 'resnet18' but --arch is 'resnet50'",
+         lambda: linear_main(["--pretrained_weights", str(method_runs["mokd"]), "--arch", "resnet50", "--data_path",
                               str(labelled_folder), "--output_dir", str(tmp / "l"), *EVAL])),
         ("--evaluate", _probe(tmp, 384), "a probe of another shape",
          lambda: linear_main(["--arch", "resnet18", "--evaluate", str(tmp / "probe.pth"), "--data_path",
                               str(labelled_folder), "--output_dir", str(tmp / "l"), *EVAL])),
         ("checkpoint", resnet18_weights["safetensors"], "does not fit 'resnet34'",
          lambda: export_main([str(resnet18_weights["safetensors"]), str(tmp / "e.pth"), "--arch", "resnet34"])),
-        ("--checkpoint", _lmcl_with_arch(runs, tmp, "resnet34"), "do not fit the architectures it records",
+        ("--checkpoint", _lmcl_with_arch(method_runs, tmp, "resnet34"), "do not fit the architectures it records",
          lambda: classifiers_main(["--checkpoint", str(tmp / "lmcl_other_arch.pth"), "--data_path",
                                    str(labelled_folder / "val"), "--device", "cpu"])),
         ("--load_features", _features_of_two_widths(tmp), "do not belong together",
@@ -330,15 +287,15 @@ def test_a_checkpoint_of_another_architecture_is_one_line(env, runs, resnet18_we
         assert says in line, line
 
 
-def test_a_cut_short_resume_names_the_complete_checkpoint_beside_it_and_writes_nothing(runs, photo_folder,
+def test_a_cut_short_resume_names_the_complete_checkpoint_beside_it_and_writes_nothing(method_runs, photo_folder,
                                                                                         tmp_path, capsys) -> None:
     run = tmp_path / "run"
     run.mkdir()
-    shutil.copy(runs["mokd"], run / "checkpoint0000.pth")
-    data = runs["mokd"].read_bytes()
+    shutil.copy(method_runs["mokd"], run / "checkpoint0000.pth")
+    data = method_runs["mokd"].read_bytes()
     (run / "checkpoint.pth").write_bytes(data[: len(data) - 1000])
     before = {p.name: p.read_bytes() for p in run.iterdir()}
-    status = train_main([*_method_flags("mokd", photo_folder, runs["moco"]), "--output_dir", str(run),
+    status = train_main([*method_flags("mokd", photo_folder, method_runs["moco"]), "--output_dir", str(run),
                          "--resume", str(run / "checkpoint.pth")])
     err = capsys.readouterr().err
     assert status == 2 and "Traceback" not in err
@@ -358,8 +315,8 @@ def test_the_command_line_prints_the_refusal_without_a_traceback(tmp_path) -> No
 
 # ---- what users trust on purpose ----
 
-def test_trust_checkpoint_reads_a_file_with_foreign_types(runs, tmp_path, capsys) -> None:
-    ckpt = torch.load(runs["mokd"])
+def test_trust_checkpoint_reads_a_file_with_foreign_types(method_runs, tmp_path, capsys) -> None:
+    ckpt = torch.load(method_runs["mokd"])
     torch.save({"teacher_cnn": ckpt["teacher_cnn"], "arch_cnn": "resnet18", "saved_on": datetime.date(2026, 12, 4)},
                tmp_path / "dated.pth")
     assert export_main([str(tmp_path / "dated.pth"), str(tmp_path / "a.pth")]) == 2
@@ -390,8 +347,8 @@ def test_an_official_mokd_checkpoint_with_its_args_loads(tmp_path) -> None:
     assert export_main([str(tmp_path / "mokd.pth"), str(tmp_path / "r18.pth"), "--key", "teacher_cnn"]) == 0
 
 
-def test_moco_v2_and_swav_teachers_load(runs, tmp_path) -> None:
-    moco = load_teacher(SEEDConfig(teacher=str(runs["moco"])))
+def test_moco_v2_and_swav_teachers_load(method_runs, tmp_path) -> None:
+    moco = load_teacher(SEEDConfig(teacher=str(method_runs["moco"])))
     assert moco.dim == 128 and "MoCo resnet18" in moco.source
     torch.manual_seed(0)
     swav = swav_resnet50(1)
@@ -453,8 +410,8 @@ def _assert_same(a, b, where: str = "") -> None:
 
 
 @pytest.mark.parametrize("method", ["mokd", "dogo", "seed", "mcl", "lmcl"])
-def test_an_old_format_checkpoint_loads_and_resumes_bit_for_bit(method, runs, photo_folder, tmp_path) -> None:
-    new = torch.load(runs[method])
+def test_an_old_format_checkpoint_loads_and_resumes_bit_for_bit(method, method_runs, photo_folder, tmp_path) -> None:
+    new = torch.load(method_runs[method])
     old = _old_format(new)
     for name, ckpt in (("new", new), ("old", old)):
         (tmp_path / name).mkdir()
@@ -464,7 +421,7 @@ def test_an_old_format_checkpoint_loads_and_resumes_bit_for_bit(method, runs, ph
     _assert_same({k: v for k, v in loaded.items() if k != "mokd_fast"}, {k: v for k, v in old.items() if k != "mokd_fast"})
     assert all(np.array_equal(a["numpy"][1], b["numpy"][1]) for a, b in zip(loaded["mokd_fast"]["rng"], old["mokd_fast"]["rng"]))
     for name in ("new", "old"):
-        assert train_main([*_method_flags(method, photo_folder, runs["moco"]), "--output_dir", str(tmp_path / name),
+        assert train_main([*method_flags(method, photo_folder, method_runs["moco"]), "--output_dir", str(tmp_path / name),
                            "--resume", str(tmp_path / name / "checkpoint.pth"), "--max_steps", "2"]) == 0
     a, b = (torch.load(tmp_path / name / "checkpoint.pth") for name in ("new", "old"))
     assert a["mokd_fast"]["step"] == 2
