@@ -7,7 +7,7 @@ and ``tools/convert_dataset.py`` do) loads neither torch nor timm.
 import importlib
 from typing import Any
 
-_LAZY = {"LOSS_TERMS": "mokd_fast.losses", "MOKD": "mokd_fast.mokd", "MOKDConfig": "mokd_fast.config"}
+_LAZY = {"LOSS_TERMS": "mokd_fast.methods.mokd.losses", "MOKD": "mokd_fast.methods.mokd.method", "MOKDConfig": "mokd_fast.methods.mokd.config"}
 
 __all__ = ["LOSS_TERMS", "MOKD", "MOKDConfig"]
 

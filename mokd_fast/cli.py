@@ -16,9 +16,9 @@ from typing import Any
 
 import yaml
 
-from mokd_fast.errors import NonFiniteLoss, UsageError
+from mokd_fast.core.errors import NonFiniteLoss, UsageError
+from mokd_fast.core.settings import bool_flag, field_help, flat_settings
 from mokd_fast.methods import METHODS
-from mokd_fast.settings import bool_flag, field_help, flat_settings
 
 DEFAULT_METHOD = "mokd"
 
@@ -148,8 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         method, cfg = parse_config(argv)
         # Imported after parsing, so --help and flag errors answer without loading torch.
-        from mokd_fast.distributed import shutdown
-        from mokd_fast.engine import Trainer
+        from mokd_fast.core.distributed import shutdown
+        from mokd_fast.engine.trainer import Trainer
 
         try:
             Trainer(method, cfg).fit()

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from mokd_fast.cli import main as train_main
 from mokd_fast.convert.cli import main as convert_main
-from mokd_fast.sample_images import write_image_folder
+from mokd_fast.sample_data.photos import write_image_folder
 
 REPO = Path(__file__).resolve().parents[1]
 # --method -> (demo recipe, run directory under demo_output)

@@ -23,8 +23,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
+from pipelines.errors import UsageError
 from pipelines.formats import INSTALL_DALI
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 from pipelines.torchvision import sample_seed

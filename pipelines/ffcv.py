@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
+from pipelines.errors import UsageError
 from pipelines.formats import import_ffcv, manifest_labels
 from pipelines.gpu_augment import BatchedMultiCrop
 from pipelines.policy import MultiCropPolicy

@@ -36,9 +36,9 @@ from pathlib import Path
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
 from pipelines.dali import shard_paths
+from pipelines.errors import UsageError
 from pipelines.formats import MANIFEST, read_index
 from pipelines.gpu_augment import BatchedMultiCrop
 from pipelines.policy import MultiCropPolicy

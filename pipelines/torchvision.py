@@ -16,8 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
-from pipelines.errors import UsageError
 from pipelines.batch import MultiCropBatch
+from pipelines.errors import UsageError
 from pipelines.pil_augment import augment_image
 from pipelines.policy import MultiCropPolicy
 from pipelines.sampler import ResumableDistributedSampler

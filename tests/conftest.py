@@ -67,7 +67,7 @@ TINY_RUN_FLAGS = [
 @pytest.fixture(scope="session")
 def photo_folder(tmp_path_factory: pytest.TempPathFactory):
     """An ImageFolder of 16 real JPEGs (4 classes x 4), 4 steps per epoch at batch 4."""
-    from mokd_fast.sample_images import write_image_folder
+    from mokd_fast.sample_data.photos import write_image_folder
 
     return write_image_folder(tmp_path_factory.mktemp("photos"), images_per_class=4, classes=4)
 
@@ -75,7 +75,7 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def labelled_folder(tmp_path_factory: pytest.TempPathFactory):
     """train/ (4 classes x 4) and val/ (4 classes x 2, other crops) ImageFolders of real JPEGs."""
-    from mokd_fast.sample_images import write_image_folder
+    from mokd_fast.sample_data.photos import write_image_folder
 
     root = tmp_path_factory.mktemp("labelled")
     write_image_folder(root / "train", images_per_class=4, classes=4, seed=0)

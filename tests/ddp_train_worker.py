@@ -6,8 +6,8 @@ from pathlib import Path
 import torch
 
 from mokd_fast.cli import parse_config
-from mokd_fast.distributed import shutdown
-from mokd_fast.engine import Trainer
+from mokd_fast.core.distributed import shutdown
+from mokd_fast.engine.trainer import Trainer
 
 if __name__ == "__main__":
     method, cfg = parse_config(sys.argv[1:])

@@ -80,7 +80,7 @@ def write(runs: dict[str, Path]) -> None:
 
 
 if __name__ == "__main__":
-    from mokd_fast.sample_images import write_image_folder
+    from mokd_fast.sample_data.photos import write_image_folder
     from tests.conftest import train_each_method
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 
 from mokd_fast.cli import build_parser, flat_config, parse_config
-from mokd_fast.config import MOKDConfig
-from mokd_fast.errors import UsageError
-from mokd_fast.train_config import TrainConfig
+from mokd_fast.core.errors import UsageError
+from mokd_fast.methods.mokd.config import MOKDConfig
+from mokd_fast.methods.mokd.train_config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 

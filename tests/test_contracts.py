@@ -9,16 +9,21 @@ import pytest
 import torch
 from torchvision.datasets import ImageFolder
 
+from mokd_fast.bench.timing import synthetic_batches, synthetic_labels
 from mokd_fast.cli import build_parser, parse_config
-from mokd_fast.distributed import DistContext
-from mokd_fast.engine import run_settings
+from mokd_fast.core.checkpoint_io import atomic_save
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.engine.checkpoint import (
+    build_checkpoint,
+    capture_rng,
+    load_checkpoint,
+    read_checkpoint,
+)
+from mokd_fast.engine.step import TrainStep
+from mokd_fast.engine.trainer import run_settings
 from mokd_fast.methods import METHODS
 from mokd_fast.methods.base import Method
-from mokd_fast.run_config import RunConfig
-from mokd_fast.step import TrainStep
-from mokd_fast.step_bench import synthetic_batches, synthetic_labels
-from mokd_fast.core.checkpoint_io import atomic_save
-from mokd_fast.train_state import build_checkpoint, capture_rng, load_checkpoint, read_checkpoint
 from pipelines import BACKENDS, PIPELINES
 from pipelines.errors import UsageError
 from pipelines.policy import MultiCropPolicy, ViewPolicy

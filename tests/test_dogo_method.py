@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from mokd_fast.cli import main as train_main
-from mokd_fast.distributed import DistContext
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.engine.step import TrainStep
 from mokd_fast.methods.dogo.config import DoGoConfig, DoGoTrainConfig
-from mokd_fast.step import TrainStep
 from pipelines.batch import MultiCropBatch
 from tests.helpers import assert_rel_close, free_port
 from tests.official_dogo import official_step_totals
@@ -163,8 +163,8 @@ def test_two_process_ddp_dogo_keeps_peers_identical(photo_folder, tmp_path) -> N
 def test_eval_tools_read_each_peer_of_a_dogo_checkpoint(dogo_run) -> None:
     """``--checkpoint_key peer_1|peer_2``: the peer's encoder (CIFAR stem rebuilt) with its trained weights."""
     from mokd_fast.eval.features import FeatureNet
-    from mokd_fast.eval.weights import load_backbone
     from mokd_fast.methods.dogo.method import DoGo
+    from mokd_fast.models.weights import load_backbone
 
     ckpt = _load(dogo_run / "checkpoint.pth")
     method = DoGo(DoGoConfig(image_size=SIZE, n_proj_1=32, epochs=2))

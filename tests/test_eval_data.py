@@ -5,7 +5,7 @@ import shutil
 import pytest
 import torch
 
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 from mokd_fast.eval.data import open_splits, rank_batches, split_batches
 
 

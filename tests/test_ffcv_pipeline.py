@@ -8,7 +8,7 @@ import torch
 
 from mokd_fast.convert.cli import main as convert_main
 from mokd_fast.convert.images import prepare
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 from pipelines.ffcv import FFCVPipeline
 from pipelines.policy import MultiCropPolicy
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mokd_fast.checkpoint import load_official
 from mokd_fast.cli import parse_config
-from mokd_fast.engine import Trainer, run_settings
-from mokd_fast.train_state import capture_rng
+from mokd_fast.engine.checkpoint import capture_rng
+from mokd_fast.engine.trainer import Trainer, run_settings
+from mokd_fast.methods.mokd.official import load_official
 from tests.conftest import method_flags
 from tests.golden import GOLDEN, METHODS, encode, flag_names, zero_filled
 

@@ -9,7 +9,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import RandomResizedCrop
 
-from mokd_fast.sample_images import sample_photos
+from mokd_fast.sample_data.photos import sample_photos
 from pipelines.gpu_augment import (
     BatchedMultiCrop,
     adjust_brightness,

@@ -78,7 +78,7 @@ def test_missing_library_skips_its_parts(tmp_path) -> None:
 
 def test_step_record_is_saved_after_every_variant(tmp_path, monkeypatch) -> None:
     """A run killed mid-way (budget, crash) leaves the variants it finished in its JSON."""
-    import mokd_fast.step_bench as step_bench
+    import mokd_fast.bench.timing as step_bench
 
     calls = []
 

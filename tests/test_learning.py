@@ -8,8 +8,8 @@ and the last two tests show that the same check fails on collapsed models of bot
 import torch
 
 from mokd_fast import MOKD
-from mokd_fast.monitors import CollapseWatch
-from mokd_fast.sample_images import sample_photos
+from mokd_fast.engine.collapse import CollapseWatch
+from mokd_fast.sample_data.photos import sample_photos
 from pipelines.batch import MultiCropBatch
 from pipelines.pil_augment import augment_image
 from pipelines.policy import MultiCropPolicy

@@ -3,7 +3,7 @@
 import json
 import math
 
-from mokd_fast.learning_proof import main, recipe_path
+from mokd_fast.bench.learning_proof import main, recipe_path
 from mokd_fast.methods import METHODS
 
 TINY = ["--train_per_class", "6", "--val_per_class", "3", "--knn_k", "5"]

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 
 from mokd_fast.cli import main as train_main
-from mokd_fast.distributed import DistContext
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.engine.step import TrainStep
 from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
 from mokd_fast.methods.lmcl.networks import AuxResNet
-from mokd_fast.step import TrainStep
 from pipelines.batch import MultiCropBatch
 from tests.helpers import assert_rel_close, run_gloo
 from tests.official_lmcl import official_step_loss
@@ -166,7 +166,7 @@ def test_the_dali_pipeline_is_refused_with_the_pipelines_that_work(converted_fol
 
 def test_eval_tools_read_each_network(lmcl_run) -> None:
     from mokd_fast.eval.features import FeatureNet
-    from mokd_fast.eval.weights import load_backbone
+    from mokd_fast.models.weights import load_backbone
 
     ckpt = _load(lmcl_run / "checkpoint.pth")
     images = torch.randn(3, 3, SIZE, SIZE)

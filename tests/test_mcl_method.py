@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from mokd_fast.cli import main as train_main
-from mokd_fast.distributed import DistContext
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.engine.step import TrainStep
+from mokd_fast.methods.common.schedules import epoch_step_schedule
 from mokd_fast.methods.mcl.config import MCLConfig, MCLTrainConfig
 from mokd_fast.methods.mcl.shuffle import step_permutation
-from mokd_fast.schedules import epoch_step_schedule
-from mokd_fast.step import TrainStep
 from pipelines.batch import MultiCropBatch
 from tests.helpers import assert_rel_close, run_gloo
 from tests.official_mcl import OfficialMCL
@@ -188,8 +188,8 @@ def test_mcl_resume_from_a_mid_epoch_stop_is_bitwise_exact(mcl_run, photo_folder
 
 def test_eval_tools_read_each_peer(mcl_run) -> None:
     from mokd_fast.eval.features import FeatureNet
-    from mokd_fast.eval.weights import load_backbone
     from mokd_fast.methods.mcl.method import Encoder
+    from mokd_fast.models.weights import load_backbone
 
     ckpt = _load(mcl_run / "checkpoint.pth")
     images = torch.randn(3, 3, SIZE, SIZE)

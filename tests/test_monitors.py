@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mokd_fast.monitors import CollapseWatch, distribution_monitors, embedding_spread
+from mokd_fast.engine.collapse import CollapseWatch
+from mokd_fast.methods.common.monitors import distribution_monitors, embedding_spread
 
 N, K, D = 64, 128, 32
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from mokd_fast import train_config
+from mokd_fast.core import run_config
 from mokd_fast.convert.cli import main as convert_main
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 from pipelines import PIPELINES, resolve_pipeline
 from pipelines.nvjpeg import NvJPEGPipeline, load_table
 from pipelines.policy import MultiCropPolicy
@@ -170,4 +170,4 @@ def test_auto_picks_nvjpeg_for_shards_on_cuda_only_without_dali(shards, photo_fo
 
 def test_every_registered_pipeline_is_a_train_py_choice():
     assert PIPELINES["nvjpeg"] is NvJPEGPipeline
-    assert set(train_config.PIPELINES) == {"auto", *PIPELINES}
+    assert set(run_config.PIPELINES) == {"auto", *PIPELINES}

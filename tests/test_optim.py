@@ -9,17 +9,16 @@ import torch
 from torch.amp import GradScaler
 
 from mokd_fast import MOKD
-from mokd_fast.optim import (
+from mokd_fast.engine.gradients import clip_per_parameter, drop_last_layer_grads
+from mokd_fast.engine.schedules import StepSchedules
+from mokd_fast.methods.common.optim import LARS
+from mokd_fast.methods.mokd.optim import (
     CNN_GROUP_SCHEDULES,
-    LARS,
     VIT_GROUP_SCHEDULES,
     Schedules,
     build_optimizers,
-    clip_per_parameter,
-    drop_last_layer_grads,
 )
-from mokd_fast.schedules import StepSchedules
-from mokd_fast.train_config import TrainConfig
+from mokd_fast.methods.mokd.train_config import TrainConfig
 from tests.conftest import random_crops, small_config
 
 

@@ -6,7 +6,7 @@ from PIL import Image
 from torch.utils.data import DistributedSampler
 from torchvision import transforms
 
-from mokd_fast.sample_images import sample_photos
+from mokd_fast.sample_data.photos import sample_photos
 from pipelines.pil_augment import augment_view
 from pipelines.policy import IMAGENET_MEAN, IMAGENET_STD, MultiCropPolicy, ViewPolicy
 from pipelines.sampler import ResumableDistributedSampler

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mokd_fast.methods.queue import EmbeddingQueue
+from mokd_fast.methods.common.queue import EmbeddingQueue
 from mokd_fast.methods.seed.losses import seed_loss, similarity_logits
 from tests.helpers import assert_rel_close, run_gloo
 from tests.official_seed import official_logits, official_loss

@@ -12,11 +12,11 @@ import torch.nn.functional as F
 import torchvision.models as tvm
 
 from mokd_fast.cli import main as train_main
-from mokd_fast.distributed import DistContext
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.engine.step import TrainStep
+from mokd_fast.methods.common.schedules import epoch_cosine_schedule
 from mokd_fast.methods.seed.config import SEEDConfig, SEEDTrainConfig
 from mokd_fast.methods.seed.losses import similarity_logits
-from mokd_fast.schedules import epoch_cosine_schedule
-from mokd_fast.step import TrainStep
 from pipelines.batch import MultiCropBatch
 from tests.helpers import assert_rel_close, run_gloo
 from tests.official_seed import OfficialSEED, official_lr
@@ -215,8 +215,8 @@ def test_resuming_with_another_teacher_is_refused(seed_run, photo_folder, tmp_pa
 def test_eval_and_export_tools_read_the_student(seed_run, tmp_path) -> None:
     from mokd_fast.eval.export import main as export_main
     from mokd_fast.eval.features import FeatureNet
-    from mokd_fast.eval.weights import load_backbone
     from mokd_fast.methods.seed.student import Student
+    from mokd_fast.models.weights import load_backbone
 
     run, _ = seed_run
     ckpt = _load(run / "checkpoint.pth")

@@ -6,13 +6,17 @@ import torch
 import torch.nn as nn
 import torchvision.models as tvm
 
-from mokd_fast.config import MOKDConfig
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
+from mokd_fast.methods.mokd.config import MOKDConfig
+from mokd_fast.methods.mokd.method import MOKD
 from mokd_fast.methods.seed.config import SEEDConfig
 from mokd_fast.methods.seed.swav_resnet import swav_resnet50
-from mokd_fast.methods.seed.teacher_load import detect_format, load_teacher, mlp_from_state
+from mokd_fast.methods.seed.teacher_load import (
+    detect_format,
+    load_teacher,
+    mlp_from_state,
+)
 from mokd_fast.models.vit import vit_tokens
-from mokd_fast.mokd import MOKD
 
 SIZE = 64
 

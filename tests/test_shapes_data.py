@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mokd_fast.learning_proof import pixel_knn, write_data
-from mokd_fast.shapes import CLASSES, render, shape_mask
+from mokd_fast.bench.learning_proof import pixel_knn, write_data
+from mokd_fast.sample_data.shapes import CLASSES, render, shape_mask
 
 
 def test_every_class_has_its_own_outline() -> None:

@@ -14,9 +14,10 @@ import torch
 import torch._dynamo
 
 from mokd_fast import LOSS_TERMS
-from mokd_fast.distributed import DistContext
-from mokd_fast.step import StepSwitches, TrainStep
-from mokd_fast.train_config import TrainConfig
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.core.switches import StepSwitches
+from mokd_fast.engine.step import TrainStep
+from mokd_fast.methods.mokd.train_config import TrainConfig
 from pipelines.batch import MultiCropBatch
 from tests.conftest import random_crops, small_config
 from tests.helpers import assert_rel_close

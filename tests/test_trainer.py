@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from mokd_fast.cli import main as train_main
-from mokd_fast.losses import OFFICIAL_LOSS_STATE, MOKDCriterion
+from mokd_fast.methods.mokd.losses import OFFICIAL_LOSS_STATE, MOKDCriterion
 from tests.conftest import TINY_RUN_FLAGS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -183,7 +183,7 @@ def test_a_checkpoint_from_before_the_method_registry_resumes_as_mokd(reference_
 
 def test_log_rates_leave_out_checkpoint_writes() -> None:
     """A window with a slow checkpoint write between its steps reports the steps' rate, not the write's."""
-    from mokd_fast.run_log import Throughput
+    from mokd_fast.engine.run_log import Throughput
 
     meter = Throughput()
     meter.window_start -= 2.0  # two steps that took 1 s each ...

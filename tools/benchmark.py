@@ -8,7 +8,7 @@ flipped in turn, with ``--parts`` the step's unavoidable pieces alone (the compo
 FLOPs per sample (torch.utils.flop_counter) and MFU against ``--peak_tflops`` or a measured matmul
 rate. The record is rewritten after every variant, so a run cut short keeps what it measured.
 ``profile``: ``torch.profiler`` over a few of our steps: time per region, top kernels, launches
-per step, GPU idle fraction (``mokd_fast.step_profile``).
+per step, GPU idle fraction (``mokd_fast.bench.profile``).
 ``data``: delivered multi-crop samples/s (and crops/s) of a pipeline on the device.
 ``convert``: images/s of tools/convert_dataset.py for each format and worker count, over a folder of
 ImageNet-sized JPEGs made from the photographs bundled with scikit-image, and the output sizes.
@@ -36,7 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from mokd_fast.convert.cli import main as convert_main
-from mokd_fast.sample_images import PHOTO_NAMES, sample_photos
+from mokd_fast.sample_data.photos import PHOTO_NAMES, sample_photos
 
 
 def imagenet_like_folder(root: Path, n: int, seed: int = 0, workers: int = 1) -> Path:
@@ -185,7 +185,7 @@ def _backbone_rate(args: argparse.Namespace, device, precision: str) -> float:
     import torch
 
     from mokd_fast.eval.features import FeatureNet
-    from mokd_fast.eval.weights import load_backbone
+    from mokd_fast.models.weights import load_backbone
 
     backbone = load_backbone("", "teacher_cnn", args.arch)
     net = FeatureNet(backbone, knn=True).to(device).eval()
@@ -218,7 +218,7 @@ def _train_setup(args: argparse.Namespace):
     """The method and training configs, the process context, the device and the views of a step/e2e/profile run."""
     import torch
 
-    from mokd_fast.distributed import DistContext
+    from mokd_fast.core.distributed import DistContext
     from mokd_fast.methods import METHODS
 
     device = torch.device(args.device)
@@ -251,7 +251,7 @@ def _train_setup(args: argparse.Namespace):
 
 def _labels(args: argparse.Namespace):
     """The synthetic training set's classes for a method with per-sample memory (lmcl), else None."""
-    from mokd_fast.step_bench import synthetic_labels
+    from mokd_fast.bench.timing import synthetic_labels
 
     return synthetic_labels(args.train_images) if args.method == "lmcl" else None
 
@@ -271,8 +271,8 @@ def _train_figures(args: argparse.Namespace, policy) -> dict:
 
 def bench_train(args: argparse.Namespace) -> dict:
     """Step or end-to-end throughput of our step, the official execution, the ablations and the parts, in one run."""
-    from mokd_fast.step import StepSwitches
-    from mokd_fast.step_bench import (
+    from mokd_fast.bench.parts import time_parts
+    from mokd_fast.bench.timing import (
         SWITCHES,
         bench_step,
         count_flops,
@@ -281,7 +281,7 @@ def bench_train(args: argparse.Namespace) -> dict:
         synthetic_batches,
         with_switches,
     )
-    from mokd_fast.step_parts import time_parts
+    from mokd_fast.core.switches import StepSwitches
     from pipelines import PIPELINES, resolve_pipeline
 
     method, cfg, ctx, device, policy = _train_setup(args)
@@ -340,9 +340,9 @@ def bench_train(args: argparse.Namespace) -> dict:
 
 def bench_profile(args: argparse.Namespace) -> dict:
     """``torch.profiler`` over ``--steps`` of our steps on synthetic batches, after ``--warmup`` unrecorded ones."""
-    from mokd_fast.step import TrainStep
-    from mokd_fast.step_bench import synthetic_batches
-    from mokd_fast.step_profile import markdown, profile_step
+    from mokd_fast.bench.profile import markdown, profile_step
+    from mokd_fast.bench.timing import synthetic_batches
+    from mokd_fast.engine.step import TrainStep
 
     method, cfg, ctx, device, policy = _train_setup(args)
     step = TrainStep(method, cfg, ctx, iters_per_epoch=args.warmup + args.steps, labels=_labels(args))

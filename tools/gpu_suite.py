@@ -296,7 +296,8 @@ def junit_summary(path: Path) -> dict | None:
 def markdown(summary: dict) -> str:
     """summary.json as tables a person reads."""
     from benchmark import step_table
-    from mokd_fast.step_profile import markdown as profile_markdown
+
+    from mokd_fast.bench.profile import markdown as profile_markdown
 
     suite, status, records = summary["suite"], summary["status"], summary["records"]
     lines = [f"# GPU suite, {suite['date']}", "", f"`{suite['command']}`: {suite['elapsed_s']} s of {suite['budget_s']} s "
@@ -352,7 +353,7 @@ def markdown(summary: dict) -> str:
 def probe_env(args: argparse.Namespace) -> dict:
     import torch
 
-    from mokd_fast.machine import machine_report
+    from mokd_fast.bench.machine import machine_report
 
     return machine_report(torch.device(args.device))
 
@@ -360,6 +361,7 @@ def probe_env(args: argparse.Namespace) -> dict:
 def probe_dataset(args: argparse.Namespace) -> dict:
     """Writes ImageNet-like JPEGs with every core, then converts them to DALI shards and to a .beton (timed)."""
     from benchmark import imagenet_like_folder
+
     from mokd_fast.convert.cli import main as convert_main
 
     workers = os.cpu_count() or 1

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from mokd_fast.learning_proof import main
+from mokd_fast.bench.learning_proof import main
 
 if __name__ == "__main__":
     sys.exit(main())

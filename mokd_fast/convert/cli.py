@@ -7,7 +7,7 @@ from pathlib import Path
 from mokd_fast.convert.output import REPORT
 from mokd_fast.convert.run import convert
 from mokd_fast.convert.verify import verify
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 
 WRITE_MODES = ("jpg", "raw", "proportion", "smart")
 

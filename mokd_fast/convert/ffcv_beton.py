@@ -20,7 +20,6 @@ from mokd_fast.convert.parallel import tick
 from mokd_fast.convert.sources import Sample
 from pipelines.formats import BETON, import_ffcv
 
-
 SCAN = ".scan.jsonl"
 
 

@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 
 STATE = ".convert_state.json"  # written first: marks a conversion under way and records its settings
 REPORT = "report.json"  # written last: marks a complete conversion

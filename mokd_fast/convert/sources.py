@@ -4,7 +4,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 
 try:  # NumPy 2 moved the pickled helpers to numpy._core; files written under NumPy 1 name numpy.core
     from numpy._core import multiarray as _multiarray
@@ -260,7 +260,9 @@ def pickle_globals(path: str | os.PathLike) -> set[str]:
 
 def unsafe_globals(path: str | os.PathLike) -> list[str]:
     """The globals of ``path``'s pickles that the weights-only unpickler, with ``ALLOWED_GLOBALS``, refuses."""
-    from torch import _weights_only_unpickler as unpickler  # the allowlist torch.load(weights_only=True) applies
+    from torch import (
+        _weights_only_unpickler as unpickler,  # the allowlist torch.load(weights_only=True) applies
+    )
 
     with torch.serialization.safe_globals(ALLOWED_GLOBALS):
         allowed = set(unpickler._get_allowed_globals()) | set(unpickler._get_user_allowed_globals())

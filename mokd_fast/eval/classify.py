@@ -14,8 +14,13 @@ from typing import Any
 
 import torch
 
-from mokd_fast.core.checkpoint_io import TRUST_FLAG, TRUST_HELP, describe_contents, load_file
-from mokd_fast.errors import UsageError
+from mokd_fast.core.checkpoint_io import (
+    TRUST_FLAG,
+    TRUST_HELP,
+    describe_contents,
+    load_file,
+)
+from mokd_fast.core.errors import UsageError
 from mokd_fast.eval.data import default_resize, open_split, split_batches
 from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet
 

@@ -11,14 +11,19 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from mokd_fast.core.checkpoint_io import TRUST_FLAG, TRUST_HELP, describe_contents, load_file
-from mokd_fast.distributed import DistContext, init_distributed, shutdown
-from mokd_fast.errors import UsageError
+from mokd_fast.core.checkpoint_io import (
+    TRUST_FLAG,
+    TRUST_HELP,
+    describe_contents,
+    load_file,
+)
+from mokd_fast.core.distributed import DistContext, init_distributed, shutdown
+from mokd_fast.core.errors import UsageError
+from mokd_fast.core.settings import bool_flag
 from mokd_fast.eval.data import FORMATS, Split, default_resize, open_splits
 from mokd_fast.eval.extract import ExtractSettings, extract_features
 from mokd_fast.eval.features import AVGPOOL_CHOICES, FeatureNet
-from mokd_fast.eval.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
-from mokd_fast.settings import bool_flag
+from mokd_fast.models.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
 
 FEATURE_FILES = ("trainfeat.pth", "testfeat.pth", "trainlabels.pth", "testlabels.pth")  # official dump names
 

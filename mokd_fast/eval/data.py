@@ -23,8 +23,7 @@ import torch
 import torchvision.transforms as T
 from torch.utils.data import DataLoader, Dataset
 
-from mokd_fast.errors import UsageError
-from pipelines.formats import BETON, CLASSES, MANIFEST, import_ffcv
+from mokd_fast.core.errors import UsageError
 from pipelines.dali import (
     LABEL_BYTES,
     dali_to_torch,
@@ -32,6 +31,7 @@ from pipelines.dali import (
     import_dali,
     shard_paths,
 )
+from pipelines.formats import BETON, CLASSES, MANIFEST, import_ffcv
 from pipelines.torchvision import open_image_folder
 
 FORMATS = ("auto", "imagefolder", "ffcv", "dali")

@@ -21,10 +21,10 @@ import torchvision.models as tvm
 from torch import nn
 
 from mokd_fast.core.checkpoint_io import TRUST_FLAG, TRUST_HELP
-from mokd_fast.errors import UsageError
-from mokd_fast.eval.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
+from mokd_fast.core.errors import UsageError
 from mokd_fast.models.cnn import CNN_ALIASES
 from mokd_fast.models.vit import VIT_ALIASES
+from mokd_fast.models.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
 
 FORMATS = ("timm", "torchvision", "official")
 

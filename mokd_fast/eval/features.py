@@ -1,20 +1,13 @@
 """The frozen features each evaluation reads, with the official choices of token and block."""
 
 import torch
-import torchvision.models as tvm
 from torch import nn
 
-from mokd_fast.eval.weights import LoadedBackbone
+from mokd_fast.models.features import cnn_pooled
 from mokd_fast.models.vit import vit_last_blocks
+from mokd_fast.models.weights import LoadedBackbone
 
 AVGPOOL_CHOICES = (0, 1, 2)
-
-
-def cnn_pooled(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``[B, C]`` global average of the last feature map: the DINO head's input during pre-training."""
-    if isinstance(module, tvm.ResNet):
-        return module(x)  # fc is Identity: avgpool + flatten
-    return module.forward_features(x).mean(dim=(2, 3))
 
 
 class FeatureNet(nn.Module):

@@ -4,7 +4,7 @@ import argparse
 
 import torch.distributed as dist
 
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 from mokd_fast.eval.common import (
     add_common_flags,
     describe,

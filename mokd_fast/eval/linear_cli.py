@@ -11,7 +11,7 @@ import torch.distributed as dist
 from torch import nn
 
 from mokd_fast.core.checkpoint_io import atomic_save, describe_contents, load_file
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 from mokd_fast.eval.common import (
     add_common_flags,
     describe,
@@ -29,7 +29,7 @@ from mokd_fast.eval.linear import (
     image_feature_batches,
     train_epoch,
 )
-from mokd_fast.optim import LARS
+from mokd_fast.methods.common.optim import LARS
 
 CHECKPOINT = "linear.pth"
 

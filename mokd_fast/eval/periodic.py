@@ -4,12 +4,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch.nn.functional as F
 
-from mokd_fast.distributed import DistContext
+from mokd_fast.core.distributed import DistContext
 from mokd_fast.eval.data import default_resize, open_splits
 from mokd_fast.eval.extract import ExtractSettings, extract_features
 from mokd_fast.eval.features import FeatureNet
 from mokd_fast.eval.knn import knn_classify
-from mokd_fast.eval.weights import LoadedBackbone
+from mokd_fast.models.weights import LoadedBackbone
 
 if TYPE_CHECKING:
     from mokd_fast.methods.base import Method

@@ -42,7 +42,7 @@ class MethodEntry:
 
 
 METHODS: dict[str, MethodEntry] = {
-    "mokd": MethodEntry("mokd_fast.mokd:MOKD", "mokd_fast.config:MOKDConfig", "mokd_fast.train_config:TrainConfig",
+    "mokd": MethodEntry("mokd_fast.methods.mokd.method:MOKD", "mokd_fast.methods.mokd.config:MOKDConfig", "mokd_fast.methods.mokd.train_config:TrainConfig",
                         "MOKD (CVPR 2023): a CNN and a ViT, each with an EMA teacher, distilling into each other"),
     "dogo": MethodEntry("mokd_fast.methods.dogo.method:DoGo", "mokd_fast.methods.dogo.config:DoGoConfig",
                         "mokd_fast.methods.dogo.config:DoGoTrainConfig",

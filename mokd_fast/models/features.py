@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import timm
 import torch
 import torch.nn as nn
+import torchvision.models as tvm
 
 from mokd_fast.models.cnn import build_cnn
 from mokd_fast.models.vit import VIT_ALIASES, build_vit, vit_tokens
@@ -57,3 +58,10 @@ def build_feature_backbone(arch: str, patch_size: int = 16, drop_path_rate: floa
     feature_map = cnn.feature_map
     return FeatureBackbone(cnn.module, cnn.num_features, "cnn",
                            lambda net, x: feature_map(net, x).mean(dim=(2, 3)))  # [N, C, h, w] -> [N, C]
+
+
+def cnn_pooled(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``[B, C]`` global average of the last feature map: the DINO head's input during pre-training."""
+    if isinstance(module, tvm.ResNet):
+        return module(x)  # fc is Identity: avgpool + flatten
+    return module.forward_features(x).mean(dim=(2, 3))

@@ -8,8 +8,8 @@ Imports no torch, so ``train.py --method dogo --help`` is fast.
 
 from dataclasses import dataclass
 
-from mokd_fast.run_config import RunConfig, require
-from mokd_fast.settings import setting
+from mokd_fast.core.run_config import RunConfig, require
+from mokd_fast.core.settings import setting
 
 HEADS = ("simclr", "simsiam")
 SIMSIAM_WIDTH = 2048  # the SimSiam projector's width and output, fixed in the official code

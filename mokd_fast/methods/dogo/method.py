@@ -6,15 +6,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.common.monitors import embedding_spread
+from mokd_fast.methods.common.optim import make_optimizer
+from mokd_fast.methods.common.schedules import cosine_schedule
 from mokd_fast.methods.dogo.config import DoGoConfig, DoGoTrainConfig
 from mokd_fast.methods.dogo.models import Encoder, Peer
 from mokd_fast.methods.dogo.objective import dogo_objective
 from mokd_fast.methods.dogo.views import dogo_policy
-from mokd_fast.monitors import embedding_spread
-from mokd_fast.optim import make_optimizer
-from mokd_fast.regions import region
-from mokd_fast.schedules import cosine_schedule
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy
 

@@ -10,8 +10,8 @@ view (random resized crop, flip). Imports no torch.
 
 from dataclasses import dataclass
 
-from mokd_fast.run_config import RunConfig, require
-from mokd_fast.settings import setting
+from mokd_fast.core.run_config import RunConfig, require
+from mokd_fast.core.settings import setting
 
 META_MODES = ("on", "off")
 MEMORY_MODES = ("bank", "batch")

@@ -12,7 +12,7 @@ import math
 import torch
 import torch.nn as nn
 
-from mokd_fast.methods.queue import gather_rows
+from mokd_fast.methods.common.queue import gather_rows
 
 
 class MemoryBanks(nn.Module):

@@ -7,7 +7,16 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from mokd_fast.core.precision import at_least_fp32
+from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.common.monitors import embedding_spread
+from mokd_fast.methods.common.optim import make_optimizer
+from mokd_fast.methods.common.schedules import (
+    batch_scaled_lr,
+    epoch_cosine_schedule,
+    epoch_step_schedule,
+)
 from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
 from mokd_fast.methods.lmcl.losses import (
     lmcl_batch_losses,
@@ -17,12 +26,12 @@ from mokd_fast.methods.lmcl.losses import (
 )
 from mokd_fast.methods.lmcl.memory import ClassSampler, MemoryBanks
 from mokd_fast.methods.lmcl.meta import MetaStep
-from mokd_fast.methods.lmcl.networks import Aggregator, AuxResNet, Embed, LossWeightNetwork
-from mokd_fast.monitors import embedding_spread
-from mokd_fast.optim import make_optimizer
-from mokd_fast.precision import at_least_fp32
-from mokd_fast.regions import region
-from mokd_fast.schedules import batch_scaled_lr, epoch_cosine_schedule, epoch_step_schedule
+from mokd_fast.methods.lmcl.networks import (
+    Aggregator,
+    AuxResNet,
+    Embed,
+    LossWeightNetwork,
+)
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 

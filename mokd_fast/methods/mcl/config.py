@@ -9,8 +9,8 @@ x0.1 at epochs 120 and 160. Imports no torch, so ``train.py --method mcl --help`
 
 from dataclasses import dataclass
 
-from mokd_fast.run_config import RunConfig, require
-from mokd_fast.settings import setting
+from mokd_fast.core.run_config import RunConfig, require
+from mokd_fast.core.settings import setting
 
 KEY_BN = ("shuffle", "sync", "local")
 

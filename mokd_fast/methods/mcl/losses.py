@@ -15,7 +15,7 @@ outside fp16's range.
 import torch
 import torch.nn.functional as F
 
-from mokd_fast.precision import at_least_fp32
+from mokd_fast.core.precision import at_least_fp32
 
 
 def contrast_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:

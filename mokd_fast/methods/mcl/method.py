@@ -9,18 +9,26 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mokd_fast.ema import TeacherEMA
+from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.common.ema import TeacherEMA
+from mokd_fast.methods.common.monitors import embedding_spread
+from mokd_fast.methods.common.optim import make_optimizer
+from mokd_fast.methods.common.queue import EmbeddingQueue, gather_rows
+from mokd_fast.methods.common.schedules import (
+    batch_scaled_lr,
+    epoch_cosine_schedule,
+    epoch_step_schedule,
+)
 from mokd_fast.methods.mcl.config import MCLConfig, MCLTrainConfig
 from mokd_fast.methods.mcl.losses import mcl_moco_losses
-from mokd_fast.methods.mcl.shuffle import shuffled_slice, step_permutation, unshuffled_slice
+from mokd_fast.methods.mcl.shuffle import (
+    shuffled_slice,
+    step_permutation,
+    unshuffled_slice,
+)
 from mokd_fast.methods.mcl.views import mcl_policy
-from mokd_fast.methods.queue import EmbeddingQueue, gather_rows
-from mokd_fast.monitors import embedding_spread
 from mokd_fast.models.features import build_feature_backbone
-from mokd_fast.optim import make_optimizer
-from mokd_fast.regions import region
-from mokd_fast.schedules import batch_scaled_lr, epoch_cosine_schedule, epoch_step_schedule
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy
 

@@ -10,7 +10,7 @@ and a resumed run draws the same one.
 import torch
 import torch.distributed as dist
 
-from mokd_fast.methods.queue import gather_rows
+from mokd_fast.methods.common.queue import gather_rows
 
 
 def step_permutation(n: int, seed: int, step: int, device: torch.device) -> torch.Tensor:

@@ -10,8 +10,8 @@ Defaults are the official code's (jacobswan1/SEED @ f236cac: ``tools/opts.py``, 
 
 from dataclasses import dataclass
 
-from mokd_fast.run_config import RunConfig, require
-from mokd_fast.settings import setting
+from mokd_fast.core.run_config import RunConfig, require
+from mokd_fast.core.settings import setting
 
 TEACHER_FORMATS = ("auto", "ours", "moco", "swav", "timm")
 TEACHER_EMBEDDINGS = ("auto", "head", "backbone")

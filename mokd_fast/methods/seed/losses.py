@@ -13,7 +13,7 @@ which turns the nearly one-hot target into a uniform one (the specification meas
 import torch
 import torch.nn.functional as F
 
-from mokd_fast.precision import at_least_fp32
+from mokd_fast.core.precision import at_least_fp32
 
 
 def similarity_logits(x: torch.Tensor, positive: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -7,17 +7,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
-from mokd_fast.methods.queue import EmbeddingQueue, gather_rows
+from mokd_fast.methods.common.monitors import embedding_spread
+from mokd_fast.methods.common.optim import make_optimizer
+from mokd_fast.methods.common.queue import EmbeddingQueue, gather_rows
+from mokd_fast.methods.common.schedules import batch_scaled_lr, epoch_cosine_schedule
 from mokd_fast.methods.seed.config import SEEDConfig, SEEDTrainConfig
 from mokd_fast.methods.seed.losses import seed_loss
 from mokd_fast.methods.seed.student import Student
 from mokd_fast.methods.seed.teacher_load import load_teacher
 from mokd_fast.methods.seed.views import seed_policy
-from mokd_fast.monitors import embedding_spread
-from mokd_fast.optim import make_optimizer
-from mokd_fast.regions import region
-from mokd_fast.schedules import batch_scaled_lr, epoch_cosine_schedule
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy
 

@@ -10,9 +10,10 @@ from collections.abc import Callable
 
 import torch
 
+from mokd_fast.core.precision import AUTOCAST_DTYPES
+from mokd_fast.core.switches import StepSwitches
 from mokd_fast.methods.seed.config import SEEDConfig, SEEDTrainConfig
 from mokd_fast.methods.seed.method import SEED
-from mokd_fast.step import AUTOCAST_DTYPES, StepSwitches
 from pipelines.batch import MultiCropBatch
 
 

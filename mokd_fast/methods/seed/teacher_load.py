@@ -24,14 +24,22 @@ import torch.nn as nn
 from torchvision.models.resnet import ResNet
 
 from mokd_fast.core.checkpoint_io import load_file
-from mokd_fast.errors import UsageError
-from mokd_fast.eval.features import cnn_pooled
-from mokd_fast.eval.weights import backbone_entries, backbone_from_state, is_state_dict, select_state
+from mokd_fast.core.errors import UsageError
 from mokd_fast.methods.seed.config import SEEDConfig
 from mokd_fast.methods.seed.swav_resnet import swav_resnet50
 from mokd_fast.methods.seed.teacher import FrozenTeacher
 from mokd_fast.models.cnn import CNN_ALIASES
-from mokd_fast.models.features import build_feature_backbone, cls_token_features
+from mokd_fast.models.features import (
+    build_feature_backbone,
+    cls_token_features,
+    cnn_pooled,
+)
+from mokd_fast.models.weights import (
+    backbone_entries,
+    backbone_from_state,
+    is_state_dict,
+    select_state,
+)
 
 OUR_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit", "peer_1", "peer_2", "student", "net_1", "net_2")
 MOCO_PREFIX = "module.encoder_q."

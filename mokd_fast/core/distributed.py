@@ -8,7 +8,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 
 
 @dataclass(frozen=True)

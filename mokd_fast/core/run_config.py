@@ -6,7 +6,7 @@ optimisation flags and, where the method's official code differs, their own defa
 
 from dataclasses import dataclass
 
-from mokd_fast.settings import setting
+from mokd_fast.core.settings import setting
 from pipelines.policy import RESAMPLERS
 
 PIPELINES = ("auto", "torchvision", "ffcv", "dali", "nvjpeg")

@@ -16,14 +16,15 @@ from typing import Any
 
 import torch
 
-from mokd_fast.config import MOKDConfig
+from mokd_fast.core.precision import AUTOCAST_DTYPES
+from mokd_fast.core.switches import StepSwitches
+from mokd_fast.methods.mokd.branches import CNNBranch, ViTBranch
+from mokd_fast.methods.mokd.config import MOKDConfig
+from mokd_fast.methods.mokd.method import MOKD
+from mokd_fast.methods.mokd.train_config import TrainConfig
 from mokd_fast.methods.seed.config import SEEDConfig
 from mokd_fast.methods.seed.parts import seed_part_functions
-from mokd_fast.models.branches import CNNBranch, ViTBranch
 from mokd_fast.models.vit import vit_tokens
-from mokd_fast.mokd import MOKD
-from mokd_fast.step import AUTOCAST_DTYPES, StepSwitches
-from mokd_fast.train_config import TrainConfig
 from pipelines.batch import MultiCropBatch
 
 

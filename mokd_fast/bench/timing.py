@@ -16,10 +16,11 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from mokd_fast.distributed import DistContext
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.core.switches import StepSwitches
+from mokd_fast.engine.step import TrainStep
 from mokd_fast.methods import entry_for_config
-from mokd_fast.run_config import RunConfig
-from mokd_fast.step import StepSwitches, TrainStep
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from mokd_fast.core.checkpoint_io import load_file
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 from mokd_fast.models.cnn import CNN_ALIASES, build_cnn, small_image_stem
 from mokd_fast.models.vit import VIT_ALIASES, build_vit
 

@@ -13,7 +13,7 @@ from importlib import metadata
 
 import torch
 
-from mokd_fast.step_bench import matmul_peak_flops
+from mokd_fast.bench.timing import matmul_peak_flops
 
 
 def library_version(module: str) -> str:

@@ -1,6 +1,6 @@
 """``tools/learning_proof.py``: evidence that pre-training learns, on generated data where learning must show.
 
-It writes the shapes dataset (``mokd_fast.shapes``: the class is the outline, colour, texture, placement
+It writes the shapes dataset (``mokd_fast.sample_data.shapes``: the class is the outline, colour, texture, placement
 and clutter are nuisance), measures how far raw pixels and the randomly initialised eval backbones
 get by weighted k-NN, pre-trains with ``train.py`` (the real pipelines, engine and method, with the
 periodic k-NN on the same splits), and writes ``OUT/learning.json``. The exit status is 1 when an eval
@@ -16,16 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 import torch
 import torch.nn.functional as F
+import yaml
 from PIL import Image
 
-from mokd_fast.errors import UsageError
+from mokd_fast.core.errors import UsageError
 from mokd_fast.eval.knn import knn_classify
 from mokd_fast.eval.periodic import TEMPERATURE
 from mokd_fast.methods import METHODS
-from mokd_fast.shapes import CLASSES, write_split
+from mokd_fast.sample_data.shapes import CLASSES, write_split
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
 MONITOR_SUFFIXES = ("_mean_entropy", "_sample_entropy", "_distinct", "_spread")
@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
-    from mokd_fast.cli import main as train_main, parse_config
+    from mokd_fast.cli import main as train_main
+    from mokd_fast.cli import parse_config
 
     recipe = Path(args.config) if args.config else recipe_path(args.method, args.device)
     if not recipe.is_file():

@@ -13,23 +13,24 @@ import torch
 import yaml
 
 from mokd_fast.core.checkpoint_io import atomic_save
-from mokd_fast.distributed import check_on_main, gather_objects, init_distributed
-from mokd_fast.errors import UsageError
-from mokd_fast.eval.periodic import PeriodicKNN
-from mokd_fast.loss_guard import LossGuard
-from mokd_fast.monitors import CollapseWatch
-from mokd_fast.run_log import RunLog, Throughput
-from mokd_fast.methods import entry_for_config
-from mokd_fast.run_config import RunConfig
-from mokd_fast.settings import flat_settings
-from mokd_fast.step import StepSwitches, TrainStep
-from mokd_fast.train_state import (
+from mokd_fast.core.distributed import check_on_main, gather_objects, init_distributed
+from mokd_fast.core.errors import UsageError
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.core.settings import flat_settings
+from mokd_fast.core.switches import StepSwitches
+from mokd_fast.engine.checkpoint import (
     build_checkpoint,
     capture_rng,
     load_checkpoint,
     read_checkpoint,
     restore_rng,
 )
+from mokd_fast.engine.collapse import CollapseWatch
+from mokd_fast.engine.loss_guard import LossGuard
+from mokd_fast.engine.run_log import RunLog, Throughput
+from mokd_fast.engine.step import TrainStep
+from mokd_fast.eval.periodic import PeriodicKNN
+from mokd_fast.methods import entry_for_config
 from pipelines import PIPELINES, resolve_pipeline
 from pipelines.batch import MultiCropBatch
 

@@ -4,58 +4,23 @@ Kept apart from the run loop (``engine.Trainer``) so ``tools/benchmark.py --mode
 the step ``train.py`` runs, with any switch turned off.
 """
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch.amp import GradScaler
 
-from mokd_fast.backward import backward_totals
-from mokd_fast.distributed import DistContext
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.core.precision import AUTOCAST_DTYPES
+from mokd_fast.core.regions import region
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.core.switches import StepSwitches
+from mokd_fast.engine.gradients import clip_per_parameter, drop_last_layer_grads
+from mokd_fast.engine.schedules import StepSchedules
 from mokd_fast.methods import build_method
 from mokd_fast.methods.base import Losses, StepInfo
-from mokd_fast.optim import clip_per_parameter, drop_last_layer_grads
-from mokd_fast.regions import region
-from mokd_fast.run_config import RunConfig
-from mokd_fast.schedules import StepSchedules
+from mokd_fast.methods.common.backward import backward_totals
 from pipelines.batch import MultiCropBatch
-
-AUTOCAST_DTYPES = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass(frozen=True)
-class StepSwitches:
-    """The step's speed switches as resolved for the device (``auto`` settled).
-
-    Attributes:
-        precision: "fp32", "fp16" (a GradScaler per optimiser) or "bf16".
-        compile: The method's ``compile_regions`` (MOKD: each branch's student and teacher forward).
-        channels_last: The method's ``channels_last`` (convolution weights) and every input crop.
-        fused_optim: Fused Adam/AdamW (foreach SGD on CPU, fused on CUDA); off: per-parameter loops.
-        ddp_static_graph: DDP ``static_graph`` (the same parameters get gradients every step).
-        ddp_bucket_view: DDP ``gradient_as_bucket_view`` (gradients live in the all-reduce buckets).
-    """
-
-    precision: str
-    compile: bool
-    channels_last: bool
-    fused_optim: bool
-    ddp_static_graph: bool
-    ddp_bucket_view: bool
-
-    @classmethod
-    def resolve(cls, cfg: RunConfig, device: torch.device) -> "StepSwitches":
-        """``auto`` values for ``device``: bf16, compile and channels-last on CUDA; fp32 and eager on CPU."""
-        cuda = device.type == "cuda"
-        precision = cfg.resolved_precision
-        return cls(
-            precision=("bf16" if cuda else "fp32") if precision == "auto" else precision,
-            compile=cuda if cfg.compile is None else cfg.compile,
-            channels_last=cuda if cfg.channels_last is None else cfg.channels_last,
-            fused_optim=cfg.fused_optim,
-            ddp_static_graph=cfg.ddp_static_graph,
-            ddp_bucket_view=cfg.ddp_bucket_view,
-        )
 
 
 class TrainStep:

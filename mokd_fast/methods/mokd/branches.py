@@ -9,11 +9,11 @@ from typing import NamedTuple
 import torch
 import torch.nn as nn
 
-from mokd_fast.config import MOKDConfig
+from mokd_fast.core.regions import region
+from mokd_fast.methods.mokd.config import MOKDConfig
+from mokd_fast.methods.mokd.heads import DINOHead, THead
 from mokd_fast.models.cnn import build_cnn
-from mokd_fast.models.heads import DINOHead, THead
 from mokd_fast.models.vit import build_vit, vit_patch_size, vit_tokens
-from mokd_fast.regions import region
 
 VIT_THEAD_GRID = 14  # official: the ViT T-head's position grid is 14x14 whatever the patch size
 

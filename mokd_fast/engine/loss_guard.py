@@ -3,8 +3,8 @@
 import torch
 import torch.distributed as dist
 
-from mokd_fast.distributed import DistContext
-from mokd_fast.errors import NonFiniteLoss
+from mokd_fast.core.distributed import DistContext
+from mokd_fast.core.errors import NonFiniteLoss
 
 
 class LossGuard:

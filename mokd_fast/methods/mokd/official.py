@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from mokd_fast.core.checkpoint_io import describe_contents, load_file
-from mokd_fast.losses import CENTERED_TERMS, OFFICIAL_LOSS_STATE
+from mokd_fast.methods.mokd.losses import CENTERED_TERMS, OFFICIAL_LOSS_STATE
 
 # official key -> (attribute of MOKD, attribute of the pair)
 OFFICIAL_MODELS = {

@@ -16,8 +16,13 @@ import numpy as np
 import torch
 from torch.amp import GradScaler
 
-from mokd_fast.core.checkpoint_io import IncompleteFile, describe_contents, is_complete, load_file
-from mokd_fast.errors import UsageError
+from mokd_fast.core.checkpoint_io import (
+    IncompleteFile,
+    describe_contents,
+    is_complete,
+    load_file,
+)
+from mokd_fast.core.errors import UsageError
 from mokd_fast.methods.base import Method
 
 FORMAT_VERSION = 1

@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from mokd_fast.run_config import PIPELINES, RunConfig, require
-from mokd_fast.settings import setting
+from mokd_fast.core.run_config import PIPELINES, RunConfig, require
+from mokd_fast.core.settings import setting
 
 __all__ = ["ADAMW_LR_LIMIT", "OPTIMIZERS", "PIPELINES", "TrainConfig"]
 

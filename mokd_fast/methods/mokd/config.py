@@ -3,7 +3,7 @@
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mokd_fast.settings import setting
+from mokd_fast.core.settings import setting
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 A few steps of the step ``train.py`` runs are recorded with ``torch.profiler``. Each op's self time
 (CUDA kernel time on a GPU, CPU self time otherwise) goes to the innermost ``region:`` ranges around
-it (``mokd_fast.regions``), joined as a path such as ``cnn_student/backbone``. Backward ops run in
+it (``mokd_fast.core.regions``), joined as a path such as ``cnn_student/backbone``. Backward ops run in
 autograd's threads, outside every range, so they are matched to their forward op by the autograd
 sequence number and reported as ``<forward region> [bwd]``. What no region holds is ``unattributed``.
 On a GPU the table closes with the kernel time no op claimed and the time no kernel ran (the idle
@@ -18,8 +18,8 @@ import torch
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from mokd_fast.regions import REGION_PREFIX, region
-from mokd_fast.step import TrainStep
+from mokd_fast.core.regions import REGION_PREFIX, region
+from mokd_fast.engine.step import TrainStep
 from pipelines.batch import MultiCropBatch
 
 BACKWARD_PREFIX = "autograd::engine::evaluate_function"

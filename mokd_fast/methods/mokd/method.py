@@ -10,17 +10,22 @@ import torch
 import torch.nn as nn
 from torch.amp import GradScaler
 
-from mokd_fast.backward import backward_totals
-from mokd_fast.checkpoint import export_official, load_official
-from mokd_fast.config import MOKDConfig
-from mokd_fast.ema import TeacherEMA
-from mokd_fast.losses import CENTERED_TERMS, MOKDCriterion
+from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
-from mokd_fast.models.branches import ModelPair, StudentOutputs, TeacherOutputs
-from mokd_fast.monitors import distribution_monitors, embedding_spread
-from mokd_fast.optim import CNN_GROUP_SCHEDULES, VIT_GROUP_SCHEDULES, Schedules, build_optimizers
-from mokd_fast.regions import region
-from mokd_fast.train_config import TrainConfig
+from mokd_fast.methods.common.backward import backward_totals
+from mokd_fast.methods.common.ema import TeacherEMA
+from mokd_fast.methods.common.monitors import distribution_monitors, embedding_spread
+from mokd_fast.methods.mokd.branches import ModelPair, StudentOutputs, TeacherOutputs
+from mokd_fast.methods.mokd.config import MOKDConfig
+from mokd_fast.methods.mokd.losses import CENTERED_TERMS, MOKDCriterion
+from mokd_fast.methods.mokd.official import export_official, load_official
+from mokd_fast.methods.mokd.optim import (
+    CNN_GROUP_SCHEDULES,
+    VIT_GROUP_SCHEDULES,
+    Schedules,
+    build_optimizers,
+)
+from mokd_fast.methods.mokd.train_config import TrainConfig
 from pipelines.batch import MultiCropBatch
 from pipelines.policy import MultiCropPolicy
 

@@ -6,10 +6,10 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mokd_fast.config import MOKDConfig
-from mokd_fast.models.branches import StudentOutputs, TeacherOutputs
-from mokd_fast.precision import at_least_fp32
-from mokd_fast.schedules import teacher_temp_schedule
+from mokd_fast.core.precision import at_least_fp32
+from mokd_fast.methods.common.schedules import teacher_temp_schedule
+from mokd_fast.methods.mokd.branches import StudentOutputs, TeacherOutputs
+from mokd_fast.methods.mokd.config import MOKDConfig
 
 LOSS_TERMS = (
     "cnn_self", "cnn_thead", "cnn_cross", "cnn_search",

@@ -1,0 +1,1 @@
+"""Timing and measuring: the step benchmark, the parts bound, the profile, machine facts, the learning proof."""

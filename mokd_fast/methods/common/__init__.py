@@ -1,0 +1,1 @@
+"""What several methods share: optimisers, schedules, EMA, monitors, queues, backward."""

@@ -1,0 +1,1 @@
+"""MOKD: a CNN and a ViT, each with an EMA teacher, distilling into each other."""

@@ -1,0 +1,1 @@
+"""Generated data: the demo's photographs and the learning proof's shapes."""
