@@ -224,8 +224,8 @@ def test_method_help_is_fast_and_loads_no_heavy_backend(name) -> None:
     assert f"(--method {name})" in text and all(f"  {other}: " in text for other in METHODS)
 
 
-def _import_graph() -> dict[str, list[str]]:
-    """The module-level import graph of mokd_fast and pipelines (``tests/import_graph.py``).
+def _import_graph(kind: str = "module_level") -> dict[str, list[str]]:
+    """The import graph of mokd_fast and pipelines (``tests/import_graph.py``): ``module_level`` or ``all``.
 
     Built in a fresh interpreter: CPython 3.11's AST validator keeps one recursion counter per
     interpreter, so parsing while DALI or FFCV threads left by earlier tests compile code can fail
@@ -235,7 +235,54 @@ def _import_graph() -> dict[str, list[str]]:
 
     result = subprocess.run([sys.executable, "-m", "tests.import_graph"], cwd=REPO, capture_output=True, text=True,
                             check=True)
-    return json.loads(result.stdout)
+    return json.loads(result.stdout)[kind]
+
+
+# The layers, lowest first. A module may import its own layer and those below, never above; a
+# method package imports methods.base/methods.common and nothing of another method's.
+LAYERS = [
+    ("pipelines", "mokd_fast.sample_data"),
+    ("mokd_fast.core",),
+    ("mokd_fast.models", "mokd_fast.convert"),
+    ("mokd_fast.methods.base", "mokd_fast.methods.common"),
+    ("mokd_fast.methods.*",),  # one package per method
+    ("mokd_fast.methods",),  # the registry (methods/__init__.py)
+    ("mokd_fast.eval",),
+    ("mokd_fast.engine",),
+    ("mokd_fast.cli", "mokd_fast.demo", "mokd_fast"),
+    ("mokd_fast.bench",),
+]
+
+
+def layer_of(module: str) -> tuple[int, str]:
+    """``(rank, unit)``: the module's layer and the package it belongs to (a method's own package for methods)."""
+    parts = module.split(".")
+    for rank, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if prefix == "mokd_fast.methods.*":
+                if len(parts) >= 3 and parts[:2] == ["mokd_fast", "methods"]:
+                    return rank, ".".join(parts[:3])
+            elif module == prefix or (prefix not in ("mokd_fast", "mokd_fast.methods") and module.startswith(prefix + ".")):
+                return rank, prefix
+    raise AssertionError(f"{module} is in no layer; add its package to LAYERS")
+
+
+def test_imports_run_down_the_layers_only() -> None:
+    """Every import (module level, inside functions, and strings naming modules) points to the same layer or below,
+    and no method package imports another."""
+    wrong = []
+    for name, deps in _import_graph("all").items():
+        rank, unit = layer_of(name)
+        for dep in deps:
+            dep_rank, dep_unit = layer_of(dep)
+            if dep_rank > rank or (dep_rank == rank and unit != dep_unit and unit.startswith("mokd_fast.methods.")):
+                wrong.append(f"{name} -> {dep}")
+    assert not wrong, "imports against the layering: " + "; ".join(wrong)
+
+
+def test_the_root_of_mokd_fast_holds_only_entry_modules_and_packages() -> None:
+    root = REPO / "mokd_fast"
+    assert sorted(p.name for p in root.glob("*.py")) == ["__init__.py", "cli.py", "demo.py"]
 
 
 def test_pipelines_never_import_mokd_fast() -> None:

@@ -12,8 +12,8 @@ import pytest
 import torch
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from mokd_fast.core import run_config
 from mokd_fast.convert.cli import main as convert_main
+from mokd_fast.core import run_config
 from mokd_fast.core.errors import UsageError
 from pipelines import PIPELINES, resolve_pipeline
 from pipelines.nvjpeg import NvJPEGPipeline, load_table

@@ -1,5 +1,4 @@
-"""The step's speed switches, resolved for the device: what every layer that builds or times a step reads.
-"""
+"""The step's speed switches, resolved for the device: what every layer that builds or times a step reads."""
 
 from dataclasses import dataclass
 

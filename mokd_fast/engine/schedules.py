@@ -1,5 +1,4 @@
-"""The engine's side of schedules: a method's per-step arrays applied to its tagged parameter groups.
-"""
+"""The engine's side of schedules: a method's per-step arrays applied to its tagged parameter groups."""
 
 import numpy as np
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from mokd_fast.core.precision import at_least_fp32
-from mokd_fast.methods.mcl.losses import kd_kl
+from mokd_fast.methods.common.losses import kd_kl
 
 
 def weighted_kl(student: torch.Tensor, teacher: torch.Tensor, weight: torch.Tensor, temperature: float) -> torch.Tensor:

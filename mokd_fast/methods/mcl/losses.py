@@ -16,19 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from mokd_fast.core.precision import at_least_fp32
+from mokd_fast.methods.common.losses import kd_kl
 
 
 def contrast_logits(q: torch.Tensor, k: torch.Tensor, queue: torch.Tensor, temperature: float) -> torch.Tensor:
     """``[B, 1 + K]``: each query's cosine with its key, then with every queue entry, over the temperature."""
     pos = (q * k).sum(dim=1, keepdim=True)  # [B, 1]
     return torch.cat([pos, q @ queue.T], dim=1) / temperature  # [B, 1 + K]
-
-
-def kd_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
-    """``T^2 KL(softmax(teacher / T) || softmax(student / T))``, batch mean; no gradient to ``teacher``."""
-    log_p = F.log_softmax(student / temperature, dim=1)
-    target = F.softmax(teacher.detach() / temperature, dim=1)
-    return F.kl_div(log_p, target, reduction="batchmean") * temperature ** 2
 
 
 def mcl_moco_losses(q: list[torch.Tensor], k: list[torch.Tensor], queues: list[torch.Tensor],
