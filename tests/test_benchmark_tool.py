@@ -46,7 +46,7 @@ def test_step_mode_times_dogo_beside_its_official_execution(tmp_path) -> None:
     assert ours["switches"]["fused_optim"] and not baseline["switches"]["fused_optim"]
     assert ours["samples_per_s"] > 0 and baseline["samples_per_s"] > 0 and record["flops_per_sample"] > 0
     parts = subprocess.run([*cmd[:-2], "--parts"], capture_output=True, text=True)
-    assert parts.returncode == 2 and "for --method dogo use --mode step or e2e" in parts.stderr
+    assert parts.returncode == 2 and "--method dogo has no breakdown into parts" in parts.stderr
 
 
 def test_step_mode_times_seed_with_its_parts_and_the_teachers_share(tmp_path) -> None:
@@ -69,7 +69,7 @@ def test_step_mode_times_mcl_beside_its_official_execution(tmp_path) -> None:
            "--batch_size_per_gpu", "4", "--steps", "1", "--warmup", "1", "--baseline", "--device", "cpu", "--json", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
     record = json.loads(out.read_text())
-    assert (record["method"], record["arch_2"], record["views"]) == ("mcl", "resnet18", "2x32")
+    assert (record["method"], record["archs"], record["views"]) == ("mcl", ["resnet18", "resnet18"], "2x32")
     ours, baseline = record["runs"]
     assert ours["switches"]["fused_optim"] and not baseline["switches"]["fused_optim"]
     assert ours["samples_per_s"] > 0 and baseline["samples_per_s"] > 0
@@ -82,5 +82,5 @@ def test_step_mode_times_lmcl_with_its_memory_banks(tmp_path) -> None:
            "--baseline", "--device", "cpu", "--json", str(out)]
     subprocess.run(cmd, check=True, capture_output=True)
     record = json.loads(out.read_text())
-    assert (record["method"], record["classes"], record["train_images"], record["views"]) == ("lmcl", 10, 64, "1x32")
+    assert (record["method"], record["num_classes"], record["train_images"], record["views"]) == ("lmcl", 10, 64, "1x32")
     assert [r["variant"] for r in record["runs"]] == ["ours", "baseline"] and record["runs"][0]["samples_per_s"] > 0

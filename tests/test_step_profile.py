@@ -2,13 +2,14 @@
 
 import torch
 
-from mokd_fast.bench.parts import part_functions, time_parts
+from mokd_fast.bench.parts import time_parts
 from mokd_fast.bench.profile import _busy_us, attribute, markdown, profile_step
 from mokd_fast.bench.timing import synthetic_batches
 from mokd_fast.core.distributed import DistContext
 from mokd_fast.core.regions import region
 from mokd_fast.engine.step import TrainStep
 from mokd_fast.methods.mokd.method import MOKD
+from mokd_fast.methods.mokd.parts import part_functions
 from mokd_fast.methods.mokd.train_config import TrainConfig
 from tests.conftest import small_config
 

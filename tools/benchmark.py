@@ -36,6 +36,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from mokd_fast.convert.cli import main as convert_main
+from mokd_fast.methods import METHODS
 from mokd_fast.sample_data.photos import PHOTO_NAMES, sample_photos
 
 
@@ -215,57 +216,50 @@ def _machine(device) -> dict:
 
 
 def _train_setup(args: argparse.Namespace):
-    """The method and training configs, the process context, the device and the views of a step/e2e/profile run."""
+    """The method and training configs, the process context, the device and the views of a step/e2e/profile run.
+
+    Any registered method: its settings come from its ``benchmark_settings`` (the shared flags it uses)
+    over its defaults; this tool knows no method by name.
+    """
     import torch
 
+    from mokd_fast.cli import configs_from_dict
     from mokd_fast.core.distributed import DistContext
     from mokd_fast.methods import METHODS
 
     device = torch.device(args.device)
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=device)
-    method_cls, train_cls = METHODS[args.method].config_classes()
+    method_cls = METHODS[args.method].method_class()
     common = {"batch_size_per_gpu": args.batch_size_per_gpu, "device": device.type, "num_workers": args.num_workers}
-    if args.method == "mokd":
-        method = method_cls(arch_cnn=args.arch_cnn, arch_vit=args.arch_vit, out_dim=args.out_dim,
-                            global_size=args.global_size, local_size=args.local_size, input_size=args.global_size,
-                            local_crops_number=args.local_crops_number)
-        cfg = train_cls(optimizer=args.optimizer, global_crops_scale=(0.25, 1.0), local_crops_scale=(0.05, 0.25),
-                        **common)
-    elif args.method == "seed":
-        teacher = {"teacher": args.teacher} if args.teacher else {"teacher_format": "moco"}
-        method = method_cls(**teacher, teacher_arch=args.teacher_arch, student_arch=args.student_arch,
-                            global_size=args.global_size, local_crops_number=args.patches, local_size=args.local_size)
-        cfg = train_cls(**common)
-    elif args.method == "mcl":
-        method = method_cls(archs=(args.arch_1, args.arch_2), global_size=args.global_size)
-        cfg = train_cls(**common)
-    elif args.method == "lmcl":
-        method = method_cls(archs=(args.arch_1, args.arch_2), image_size=args.global_size, num_classes=args.classes)
-        cfg = train_cls(**common)
-    else:
-        method = method_cls(arch_1=args.arch_1, arch_2=args.arch_2, image_size=args.global_size)
-        cfg = train_cls(**common)
-    policy = METHODS[args.method].method_class().make_policy(method, cfg)
-    return method, cfg, ctx, device, policy
+    method, cfg = configs_from_dict({"method": args.method, **common, **_method_settings(args)})
+    return method, cfg, ctx, device, method_cls.make_policy(method, cfg)
+
+
+def _method_settings(args: argparse.Namespace) -> dict:
+    """The method's own settings for this run (``Method.benchmark_settings`` of the shared flags)."""
+    from mokd_fast.methods import METHODS
+
+    settings = METHODS[args.method].method_class().benchmark_settings(vars(args))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}
+
+
+def _needs_labels(args: argparse.Namespace) -> bool:
+    from mokd_fast.methods import METHODS
+
+    return METHODS[args.method].method_class().needs_labels
 
 
 def _labels(args: argparse.Namespace):
-    """The synthetic training set's classes for a method with per-sample memory (lmcl), else None."""
+    """The synthetic training set's classes for a method with per-sample memory (L-MCL), else None."""
     from mokd_fast.bench.timing import synthetic_labels
 
-    return synthetic_labels(args.train_images) if args.method == "lmcl" else None
+    return synthetic_labels(args.train_images) if _needs_labels(args) else None
 
 
 def _train_figures(args: argparse.Namespace, policy) -> dict:
-    """The record's description of the trained models and views."""
-    models = {"mokd": {"arch_cnn": args.arch_cnn, "arch_vit": args.arch_vit, "out_dim": args.out_dim},
-              "dogo": {"arch_1": args.arch_1, "arch_2": args.arch_2},
-              "mcl": {"arch_1": args.arch_1, "arch_2": args.arch_2},
-              "lmcl": {"arch_1": args.arch_1, "arch_2": args.arch_2, "classes": args.classes,
-                       "train_images": args.train_images},
-              "seed": {"teacher": args.teacher or f"random {args.teacher_arch}", "student_arch": args.student_arch}}
-    models = models[args.method]
-    return {"method": args.method, **models, "batch_size_per_gpu": args.batch_size_per_gpu,
+    """The record's description of the trained models and views: the method's settings for this run."""
+    labels = {"train_images": args.train_images} if _needs_labels(args) else {}
+    return {"method": args.method, **_method_settings(args), **labels, "batch_size_per_gpu": args.batch_size_per_gpu,
             "views": policy.summary()}
 
 
@@ -305,8 +299,7 @@ def bench_train(args: argparse.Namespace) -> dict:
         # Switches off by default on this device are timed turned on, the evidence for the default.
         variants += [(f"+{n}", {n}, False) for n in ("compile", "channels_last") if n not in on_here]
     figures = {"pipeline": pipeline, **_machine(device), **_train_figures(args, policy),
-               "optimizer": {"mokd": args.optimizer, "dogo": getattr(cfg, "optimizer", None), "seed": "sgd",
-                             "mcl": "sgd", "lmcl": "sgd"}[args.method],
+               "optimizer": getattr(cfg, "optimizer", None),  # None: the method has one fixed optimiser
                "global_size": args.global_size, "local_size": args.local_size,
                "local_crops_number": policy.local_crops_number, "steps": args.steps, "warmup": args.warmup, "runs": []}
     runs = figures["runs"]
@@ -407,14 +400,14 @@ def main(argv: list[str] | None = None) -> int:
     data.add_argument("--steps", type=int, default=20, help="timed batches")
     data.add_argument("--warmup", type=int, default=3, help="batches before timing starts")
     data.add_argument("--num_workers", type=int, default=2)
-    data.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    data.add_argument("--device", default="auto", help="auto: cuda when available, else cpu")
     data.add_argument("--resampler", default="auto", choices=["auto", "roi_align", "resize"],
                       help="ffcv, nvjpeg: how views are cut from the decoded canvas (train.py --crop_resampler)")
     data.add_argument("--no_gather", action="store_true",
                       help="ffcv, nvjpeg: run the photometric ops on the whole batch under masks (the compile-friendly form)")
     train = parser.add_argument_group("--mode step / e2e / profile (also --batch_size_per_gpu, crops, --steps, "
                                       "--warmup, --data)")
-    train.add_argument("--method", default="mokd", choices=["mokd", "dogo", "seed", "mcl", "lmcl"],
+    train.add_argument("--method", default="mokd", choices=tuple(METHODS),
                        help="the method whose step is timed (dogo, mcl, lmcl: --arch_1/--arch_2 peers on --global_size "
                             "views; lmcl with memory banks over --train_images; "
                             "seed: --student_arch distilling --teacher or a random --teacher_arch on one --global_size "
@@ -448,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="one eval_knn run each, in this order")
     args = parser.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.device == "auto":
+        args.device = "cuda" if _cuda() else "cpu"
     if args.mode == "knn" and args.warmup < 1:
         parser.error("--mode knn needs --warmup >= 1 (the first backbone batch autotunes)")
     if args.images is None:
@@ -460,8 +455,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--mode data times a real pipeline; pick torchvision, ffcv, dali, nvjpeg or auto")
     if args.parts and args.mode != "step":
         parser.error("--parts belongs to --mode step (the bound is of the step alone)")
-    if args.method in ("dogo", "mcl", "lmcl") and args.parts:
-        parser.error(f"--parts breaks down MOKD's and SEED's steps; for --method {args.method} use --mode step or e2e")
+    if args.parts and METHODS[args.method].method_class().parts_module is None:
+        parser.error(f"--parts: --method {args.method} has no breakdown into parts (its class names no parts_module); "
+                     "time its step with --mode step or e2e")
     modes = {"convert": bench_convert, "data": bench_data, "step": bench_train, "e2e": bench_train, "knn": bench_knn,
              "profile": bench_profile}
     figures = modes[args.mode](args)

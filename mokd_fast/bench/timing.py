@@ -39,7 +39,6 @@ SWITCHES = {
 
 
 # The precision the official code of each method trains in on CUDA (MOKD's recipe: --use_fp16 True).
-OFFICIAL_CUDA_PRECISION = {"mokd": "fp16", "dogo": "fp32", "seed": "fp16", "mcl": "fp32", "lmcl": "fp32"}  # SEED: AMP hard-coded on
 
 
 def switches_on(method: Any, cfg: RunConfig, device: torch.device) -> set[str]:
@@ -61,7 +60,7 @@ def with_switches(method: Any, cfg: RunConfig, off: set[str], device: torch.devi
             continue
         (method_changes if where == "method" else train_changes)[name] = value
     if baseline and device.type == "cuda":
-        train_changes["precision"] = OFFICIAL_CUDA_PRECISION[entry_for_config(method)[0]]
+        train_changes["precision"] = entry_for_config(method)[1].method_class().official_cuda_precision
     return replace(method, **method_changes), replace(cfg, **train_changes)
 
 

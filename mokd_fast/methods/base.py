@@ -101,12 +101,28 @@ class Method(nn.Module):
     # A method with per-sample memory over the training set (L-MCL) is built with ``labels``: the
     # class of every training image in dataset-index order, which the engine reads from the pipeline.
     needs_labels: ClassVar[bool] = False
+    # What tools/benchmark.py needs to time any method without knowing it by name: the official code's
+    # precision on CUDA (its --baseline), and the module whose ``part_functions(cfg, train, device,
+    # batch)`` gives the step's unavoidable pieces (--parts; None: no bound).
+    official_cuda_precision: ClassVar[str] = "fp32"
+    parts_module: ClassVar[str | None] = None
     policy: MultiCropPolicy
 
     def __init__(self, cfg: Any, train: Any) -> None:
         super().__init__()
         self.cfg, self.train_cfg = cfg, train
         self.policy = self.make_policy(cfg, train)
+
+    @classmethod
+    def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
+        """This method's settings (flag name -> value) from ``tools/benchmark.py``'s shared flags.
+
+        ``bench`` holds the benchmark's parsed flags: ``arch_cnn``, ``arch_vit``, ``arch_1``, ``arch_2``,
+        ``student_arch``, ``teacher_arch``, ``teacher``, ``out_dim``, ``global_size``, ``local_size``,
+        ``local_crops_number``, ``patches``, ``classes``, ``optimizer``. Settings not returned keep their
+        defaults; the default maps none, so any method benchmarks at its own defaults.
+        """
+        return {}
 
     @classmethod
     def make_policy(cls, cfg: Any, train: Any) -> MultiCropPolicy:

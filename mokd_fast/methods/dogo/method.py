@@ -50,6 +50,11 @@ class DoGo(Method):
     name = "dogo"
     configs = (DoGoConfig, DoGoTrainConfig)
 
+    @classmethod
+    def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
+        """Peer 1 (SimCLR head) ``arch_1`` and peer 2 (SimSiam head) ``arch_2`` on ``global_size`` views."""
+        return {"arch_1": bench["arch_1"], "arch_2": bench["arch_2"], "image_size": bench["global_size"]}
+
     def __init__(self, cfg: DoGoConfig, train: DoGoTrainConfig | None = None) -> None:
         super().__init__(cfg, train if train is not None else DoGoTrainConfig())
         self.kinds = (cfg.head_1, cfg.head_2)

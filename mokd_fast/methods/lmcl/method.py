@@ -81,6 +81,12 @@ class LMCL(Method):
     configs = (LMCLConfig, LMCLTrainConfig)
     needs_labels = True
 
+    @classmethod
+    def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
+        """Two networks (``arch_1``, ``arch_2``) on ``global_size`` images, ``classes`` wide."""
+        return {"archs": (bench["arch_1"], bench["arch_2"]), "image_size": bench["global_size"],
+                "num_classes": bench["classes"]}
+
     def __init__(self, cfg: LMCLConfig, train: LMCLTrainConfig | None = None,
                  labels: torch.Tensor | None = None) -> None:
         train = train if train is not None else LMCLTrainConfig()

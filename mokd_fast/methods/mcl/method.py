@@ -79,6 +79,11 @@ class MCL(Method):
     name = "mcl"
     configs = (MCLConfig, MCLTrainConfig)
 
+    @classmethod
+    def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
+        """Two peers (``arch_1``, ``arch_2``) on ``global_size`` views."""
+        return {"archs": (bench["arch_1"], bench["arch_2"]), "global_size": bench["global_size"]}
+
     def __init__(self, cfg: MCLConfig, train: MCLTrainConfig | None = None) -> None:
         train = train if train is not None else MCLTrainConfig()
         super().__init__(cfg, train)

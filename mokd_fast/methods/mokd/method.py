@@ -47,6 +47,16 @@ class MOKD(Method):
 
     name = "mokd"
     configs = (MOKDConfig, TrainConfig)
+    official_cuda_precision = "fp16"  # main_mokd.py's --use_fp16 default
+    parts_module = "mokd_fast.methods.mokd.parts"
+
+    @classmethod
+    def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
+        """The two architectures, head width, crop sizes and count, and the CNN's optimiser, with DINO's crop scales."""
+        return {"arch_cnn": bench["arch_cnn"], "arch_vit": bench["arch_vit"], "out_dim": bench["out_dim"],
+                "global_size": bench["global_size"], "local_size": bench["local_size"],
+                "input_size": bench["global_size"], "local_crops_number": bench["local_crops_number"],
+                "optimizer": bench["optimizer"], "global_crops_scale": (0.25, 1.0), "local_crops_scale": (0.05, 0.25)}
 
     def __init__(self, cfg: MOKDConfig, train: TrainConfig | None = None) -> None:
         super().__init__(cfg, train if train is not None else TrainConfig())

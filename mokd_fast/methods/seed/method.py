@@ -36,6 +36,16 @@ class SEED(Method):
 
     name = "seed"
     configs = (SEEDConfig, SEEDTrainConfig)
+    official_cuda_precision = "fp16"  # the official SEED code turns AMP on unconditionally
+    parts_module = "mokd_fast.methods.seed.parts"
+
+    @classmethod
+    def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
+        """The student, the teacher (a file, or a random MoCo-v2 ``teacher_arch``), the view sizes and patches."""
+        teacher = {"teacher": bench["teacher"]} if bench["teacher"] else {"teacher_format": "moco"}
+        return {**teacher, "teacher_arch": bench["teacher_arch"], "student_arch": bench["student_arch"],
+                "global_size": bench["global_size"], "local_crops_number": bench["patches"],
+                "local_size": bench["local_size"]}
 
     def __init__(self, cfg: SEEDConfig, train: SEEDTrainConfig | None = None) -> None:
         train = train if train is not None else SEEDTrainConfig()

@@ -17,7 +17,7 @@ from mokd_fast.methods.seed.method import SEED
 from pipelines.batch import MultiCropBatch
 
 
-def seed_part_functions(method: SEEDConfig, cfg: SEEDTrainConfig, device: torch.device, batch: MultiCropBatch,
+def part_functions(method: SEEDConfig, cfg: SEEDTrainConfig, device: torch.device, batch: MultiCropBatch,
                         model: SEED | None = None) -> dict[str, Callable[[], None]]:
     """``student`` (forward + backward over each resolution group) and ``teacher`` (forward, no grad)."""
     sw = StepSwitches.resolve(cfg, device)
