@@ -95,7 +95,7 @@ def mlp_from_state(state: dict[str, torch.Tensor], activation: type[nn.Module]) 
 
 def detect_format(ckpt: Any) -> str:
     """``ours``, ``moco``, ``swav`` or ``timm`` from a loaded checkpoint's keys."""
-    if isinstance(ckpt, dict) and any(k in ckpt for k in OUR_KEYS):
+    if isinstance(ckpt, dict) and ("mokd_fast" in ckpt or any(k in ckpt for k in OUR_KEYS)):  # any method's training checkpoint
         return "ours"
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     if isinstance(state, dict) and any(str(k).startswith(MOCO_PREFIX) for k in state):
