@@ -10,8 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mokd_fast.eval.cli import knn_main
 from mokd_fast.eval.knn import knn_classify
-from mokd_fast.eval.knn_cli import main as knn_main
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,9 +10,9 @@ from torch import nn
 
 from mokd_fast import MOKD
 from mokd_fast.core.errors import UsageError
+from mokd_fast.eval.cli import linear_main
 from mokd_fast.eval.export import export
 from mokd_fast.eval.features import FeatureNet
-from mokd_fast.eval.linear_cli import main as linear_main
 from mokd_fast.methods.mokd.official import export_official
 from mokd_fast.models.features import cnn_pooled
 from mokd_fast.models.vit import vit_tokens

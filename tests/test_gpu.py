@@ -74,7 +74,7 @@ def test_cuda_pipelines_deliver_on_the_device(backend, photo_folder, tmp_path) -
 @pytest.mark.parametrize("arch", ["resnet18", "vit_tiny"])
 def test_cuda_knn_features_bf16_match_cpu_fp32(arch, labelled_folder, tmp_path) -> None:
     """eval_knn on CUDA (bf16 autocast, channels-last CNN) extracts the features the CPU fp32 path does."""
-    from mokd_fast.eval.knn_cli import main as knn_main
+    from mokd_fast.eval.cli import knn_main
 
     common = ["--arch", arch, "--data_path", str(labelled_folder), "--input_size", "64", "--batch_size_per_gpu", "8",
               "--num_workers", "1", "--nb_knn", "1", "4"]

@@ -238,7 +238,7 @@ def test_under_ddp_the_meta_step_keeps_every_rank_identical() -> None:
 
 
 def test_eval_classifiers_reports_every_network_stage_and_aggregate(lmcl_run, photo_folder, tmp_path, capsys) -> None:
-    from mokd_fast.eval.classify import main as classify_main
+    from mokd_fast.eval.cli import classifiers_main as classify_main
 
     assert classify_main(["--checkpoint", str(lmcl_run / "checkpoint.pth"), "--data_path", str(photo_folder),
                           "--input_size", str(SIZE), "--batch_size", "5", "--num_workers", "1", "--device", "cpu",

@@ -31,10 +31,7 @@ from mokd_fast import MOKD
 from mokd_fast.cli import main as train_main
 from mokd_fast.core.checkpoint_io import load_file, pickle_globals
 from mokd_fast.core.errors import UsageError
-from mokd_fast.eval.classify import main as classifiers_main
-from mokd_fast.eval.export import main as export_main
-from mokd_fast.eval.knn_cli import main as knn_main
-from mokd_fast.eval.linear_cli import main as linear_main
+from mokd_fast.eval.cli import classifiers_main, export_main, knn_main, linear_main
 from mokd_fast.methods.mokd.official import export_official, load_official
 from mokd_fast.methods.seed.config import SEEDConfig
 from mokd_fast.methods.seed.swav_resnet import swav_resnet50

@@ -213,7 +213,7 @@ def test_resuming_with_another_teacher_is_refused(seed_run, photo_folder, tmp_pa
 
 
 def test_eval_and_export_tools_read_the_student(seed_run, tmp_path) -> None:
-    from mokd_fast.eval.export import main as export_main
+    from mokd_fast.eval.cli import export_main
     from mokd_fast.eval.features import FeatureNet
     from mokd_fast.methods.seed.student import Student
     from mokd_fast.models.weights import load_backbone

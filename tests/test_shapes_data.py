@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from mokd_fast.bench.learning_proof import pixel_knn, write_data
+from mokd_fast.bench.learning_proof import write_data
+from mokd_fast.bench.pixel_knn import pixel_knn
 from mokd_fast.sample_data.shapes import CLASSES, render, shape_mask
 
 

@@ -143,7 +143,7 @@ def bench_knn(args: argparse.Namespace) -> dict:
     """
     import torch
 
-    from mokd_fast.eval.knn_cli import main as knn_main
+    from mokd_fast.eval.cli import knn_main
 
     device = torch.device(args.device)
     work = Path(tempfile.mkdtemp(prefix="mokd_knn_bench_"))

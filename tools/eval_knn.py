@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from mokd_fast.eval.knn_cli import main
+from mokd_fast.eval.cli import knn_main as main
 
 if __name__ == "__main__":
     sys.exit(main())

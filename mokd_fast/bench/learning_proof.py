@@ -12,22 +12,17 @@ import argparse
 import json
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 import yaml
-from PIL import Image
 
 from mokd_fast.core.errors import UsageError
-from mokd_fast.eval.knn import knn_classify
-from mokd_fast.eval.periodic import TEMPERATURE
 from mokd_fast.methods import METHODS
 from mokd_fast.sample_data.shapes import CLASSES, write_split
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"
+RECIPES = Path(__file__).resolve().parents[2] / "configs"  # mokd_fast/bench/ -> the repository
 MONITOR_SUFFIXES = ("_mean_entropy", "_sample_entropy", "_distinct", "_spread")
 
 
@@ -70,24 +65,6 @@ def write_data(folder: Path, seed: int, train_per_class: int, val_per_class: int
     write_split(folder / "val", val_per_class, 2 * seed + 1, size)
     marker.write_text(json.dumps(settings))
     return folder
-
-
-def _pixels(split: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """``([N, 3 S S] L2-normalised, per-image-centred pixels, [N] labels)`` of an ImageFolder in class order."""
-    rows, labels = [], []
-    for label, name in enumerate(CLASSES):
-        for path in sorted((split / name).glob("*.jpg")):
-            x = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).reshape(-1)
-            rows.append(x - x.mean())
-            labels.append(label)
-    return F.normalize(torch.from_numpy(np.stack(rows)), dim=1), torch.tensor(labels)
-
-
-def pixel_knn(data: Path, k: int) -> float:
-    """Top-1 (percent) of the weighted k-NN on raw pixels: how much the images' pixels alone tell the class."""
-    train_x, train_y = _pixels(data / "train")
-    val_x, val_y = _pixels(data / "val")
-    return knn_classify(train_x, train_y, val_x, val_y, [k], TEMPERATURE, len(CLASSES))[k][0]
 
 
 def summarise(run: Path) -> dict[str, Any]:
@@ -150,6 +127,10 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     tick = time.perf_counter()
     data = write_data(out / "data", args.seed, args.train_per_class, args.val_per_class, args.image_size)
     data_seconds = time.perf_counter() - tick
+    from mokd_fast.bench.pixel_knn import (
+        pixel_knn,  # torch: only once the flags are good
+    )
+
     pixels = pixel_knn(data, args.knn_k)
     print(f"shapes data: {len(CLASSES)} classes, {args.train_per_class} train and {args.val_per_class} val images "
           f"per class in {data}; raw-pixel {args.knn_k}-NN top-1 {pixels:.2f}%")
@@ -179,7 +160,7 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
         "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1),
         "settings": yaml.safe_load((run / "config.yaml").read_text()),
-        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+        "torch": metadata.version("torch"), "date": time.strftime("%Y-%m-%d"),
     }
     for path in (out / "learning.json", *([Path(args.json)] if args.json else [])):
         path.write_text(json.dumps(record, indent=2) + "\n")

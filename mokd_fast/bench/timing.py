@@ -1,6 +1,6 @@
 """Timing of the training step (``tools/benchmark.py --mode step|e2e``): throughput, latency, memory, MFU.
 
-The step timed is ``step.TrainStep``, the one ``train.py`` runs, for any method. ``with_switches(baseline=True)``
+The step timed is ``engine.step.TrainStep``, the one ``train.py`` runs, for any method. ``with_switches(baseline=True)``
 turns every speed switch the method has off, which executes the step the way the official code
 does. MOKD: two backward passes, the per-parameter EMA loop, the per-pair loss loops, the
 per-parameter clip loop and optimisers, no compile, NCHW, and fp16 with two grad scalers on CUDA

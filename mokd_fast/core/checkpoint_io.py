@@ -28,15 +28,13 @@ import numpy as np
 import torch
 
 from mokd_fast.core.errors import UsageError
+from mokd_fast.core.settings import TRUST_FLAG
 
 try:  # NumPy 2 moved the pickled helpers to numpy._core; files written under NumPy 1 name numpy.core
     from numpy._core import multiarray as _multiarray
 except ImportError:  # NumPy 1.x
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
 
-TRUST_FLAG = "--trust_checkpoint"
-TRUST_HELP = ("Read the checkpoint with Python's full unpickler, which runs any code a .pth file carries: only for "
-              "files you trust. Without it, files are read as data and one that asks for more is refused.")
 ZIP_MAGIC = b"PK\x03\x04"
 PICKLE_PROTOCOL_OPCODE = 0x80  # the first byte of a protocol-2+ pickle (torch's legacy, non-zip format)
 

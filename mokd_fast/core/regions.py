@@ -1,6 +1,6 @@
 """Named regions of the step for ``torch.profiler`` (``tools/benchmark.py --mode profile``).
 
-A region is a ``record_function`` range named ``region:<name>``; ``step_profile`` attributes device
+A region is a ``record_function`` range named ``region:<name>``; ``bench.profile`` attributes device
 time to the innermost regions around each op (and backward ops to the region of their forward op).
 Inside code that ``torch.compile`` traces, a region is a no-op: Dynamo drops profiler ranges anyway
 (and logs a warning for each), so a compiled branch shows as one region in the profile.

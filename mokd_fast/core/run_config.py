@@ -6,18 +6,12 @@ optimisation flags and, where the method's official code differs, their own defa
 
 from dataclasses import dataclass
 
-from mokd_fast.core.settings import setting
+from mokd_fast.core.settings import require, require_min, setting
 from pipelines.policy import RESAMPLERS
 
 PIPELINES = ("auto", "torchvision", "ffcv", "dali", "nvjpeg")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-def require(ok: bool, message: str) -> None:
-    """Raises ``ValueError(message)`` unless ``ok``: the settings' validation."""
-    if not ok:
-        raise ValueError(message)
 
 
 @dataclass
@@ -83,10 +77,8 @@ class RunConfig:
         False, "End the run with a checkpoint when the collapse warning fires, instead of only warning.")
 
     def __post_init__(self) -> None:
-        for name in ("batch_size_per_gpu", "log_every", "saveckp_freq"):
-            require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "max_steps", "ckpt_every_steps", "knn_every", "knn_input_size"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, 1, "batch_size_per_gpu", "log_every", "saveckp_freq")
+        require_min(self, 0, "num_workers", "max_steps", "ckpt_every_steps", "knn_every", "knn_input_size")
         require(self.knn_k >= 1, f"--knn_k must be >= 1, got {self.knn_k}")
         require(self.collapse_window >= 1, f"--collapse_window must be >= 1, got {self.collapse_window}")
         require(not self.knn_every or bool(self.knn_data), "--knn_every needs --knn_data (a folder with train and val splits)")

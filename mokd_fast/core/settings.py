@@ -8,6 +8,10 @@ import argparse
 from dataclasses import Field, asdict, field
 from typing import Any
 
+TRUST_FLAG = "--trust_checkpoint"
+TRUST_HELP = ("Read the checkpoint with Python's full unpickler, which runs any code a .pth file carries: only for "
+              "files you trust. Without it, files are read as data and one that asks for more is refused.")
+
 
 def setting(default: Any, help: str, choices: tuple[str, ...] | None = None) -> Any:
     """A dataclass field carrying the help text (and choices) its command-line flag shows."""
@@ -33,3 +37,22 @@ def flat_settings(*configs: Any) -> dict[str, Any]:
     """Config dataclasses as one flat dict of flag name -> value (tuples as lists, for YAML)."""
     out = {key: value for config in configs for key, value in asdict(config).items()}
     return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+def require(ok: bool, message: str) -> None:
+    """Raises ``ValueError(message)`` unless ``ok``: the settings' validation."""
+    if not ok:
+        raise ValueError(message)
+
+
+def require_min(cfg: Any, minimum: int, *names: str) -> None:
+    """Each named setting of ``cfg`` is at least ``minimum``; else a ``ValueError`` naming the flag and its value."""
+    for name in names:
+        require(getattr(cfg, name) >= minimum, f"--{name} must be >= {minimum}, got {getattr(cfg, name)}")
+
+
+def require_positive(cfg: Any, *names: str) -> None:
+    """Each named setting of ``cfg`` is above 0; else a ``ValueError`` naming the flag and its value."""
+    for name in names:
+        require(getattr(cfg, name) > 0, f"--{name} must be > 0, got {getattr(cfg, name)}")
+

@@ -1,6 +1,6 @@
 """The training step of every method and everything it owns: model, optimisers, scalers, schedules, speed switches.
 
-Kept apart from the run loop (``engine.Trainer``) so ``tools/benchmark.py --mode step`` times exactly
+Kept apart from the run loop (``engine.trainer.Trainer``) so ``tools/benchmark.py --mode step`` times exactly
 the step ``train.py`` runs, with any switch turned off.
 """
 

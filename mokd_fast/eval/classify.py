@@ -15,8 +15,6 @@ from typing import Any
 import torch
 
 from mokd_fast.core.checkpoint_io import (
-    TRUST_FLAG,
-    TRUST_HELP,
     describe_contents,
     load_file,
 )
@@ -84,19 +82,8 @@ def evaluate(nets: list[AuxResNet], aggregator: Aggregator, batches, device: tor
                              for name, c in zip(names, per)} for i, per in enumerate(correct)} | {"images": total}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="eval_classifiers.py", description=__doc__)
-    parser.add_argument("--checkpoint", required=True, help="An L-MCL training checkpoint (train.py --method lmcl).")
-    parser.add_argument("--data_path", required=True,
-                        help="The labelled split to evaluate: an ImageFolder (class folders named as in training) or "
-                             "its tools/convert_dataset.py output.")
-    parser.add_argument("--input_size", type=int, default=224, help="Centre-crop side (official 224).")
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--num_workers", type=int, default=4)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--output_dir", default=".", help="Where classifiers.json goes.")
-    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Evaluates as parsed flags (``eval.cli.classifiers_parser``) say; returns the exit status (2: usage error)."""
     try:
         nets, aggregator, archs = load_classifiers(args.checkpoint, args.trust_checkpoint)
         split = open_split(args.data_path)
@@ -104,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         if len(split.classes) != classes:
             raise UsageError(f"--data_path {args.data_path} has {len(split.classes)} classes but the networks were "
                              f"trained on {classes}; give the matching split (class folders named as in training)")
-        device = torch.device(args.device)
+        device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
         batches = split_batches(split, args.input_size, default_resize(args.input_size), False, args.batch_size, 0, 1,
                                 device, args.num_workers)
         result = evaluate(nets, aggregator, batches, device)

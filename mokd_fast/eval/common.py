@@ -12,50 +12,17 @@ import torch
 import torch.nn.functional as F
 
 from mokd_fast.core.checkpoint_io import (
-    TRUST_FLAG,
-    TRUST_HELP,
     describe_contents,
     load_file,
 )
 from mokd_fast.core.distributed import DistContext, init_distributed, shutdown
 from mokd_fast.core.errors import UsageError
-from mokd_fast.core.settings import bool_flag
-from mokd_fast.eval.data import FORMATS, Split, default_resize, open_splits
+from mokd_fast.eval.data import Split, default_resize, open_splits
 from mokd_fast.eval.extract import ExtractSettings, extract_features
-from mokd_fast.eval.features import AVGPOOL_CHOICES, FeatureNet
-from mokd_fast.models.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
+from mokd_fast.eval.features import FeatureNet
+from mokd_fast.models.weights import LoadedBackbone, load_backbone
 
 FEATURE_FILES = ("trainfeat.pth", "testfeat.pth", "trainlabels.pth", "testlabels.pth")  # official dump names
-
-
-def add_common_flags(parser: argparse.ArgumentParser) -> None:
-    """The official evaluation flags both tools take, plus data format, device and precision."""
-    add = parser.add_argument
-    add("--arch", default=None, help="Backbone: an official alias (resnet50, vit_small, ...) or a timm name. "
-        "Default: the checkpoint's arch_cnn/arch_vit.")
-    add("--patch_size", type=int, default=None, help="ViT patch size; default: read from the weights.")
-    add("--pretrained_weights", default="", help="Checkpoint to evaluate (ours, the official one, or a "
-        "tools/export.py file); empty: the random initialisation of --arch.")
-    add(TRUST_FLAG, action="store_true", help=TRUST_HELP)
-    add("--checkpoint_key", default="teacher_cnn", help=f"Model inside the checkpoint: {', '.join(CHECKPOINT_KEYS)}.")
-    add("--data_path", required=True, help="Folder with train and val splits (ImageFolders or converter outputs).")
-    add("--data_format", default="auto", choices=FORMATS, help="How to read the splits; auto detects each.")
-    add("--input_size", type=int, default=224, help="Centre-crop (and training crop) side.")
-    add("--resize_size", type=int, default=None, help="Shorter side before the centre crop; default 256/224 x input_size.")
-    add("--avgpool_patchtokens", type=int, default=0, choices=AVGPOOL_CHOICES, help="ViT: 0 CLS token, 1 mean "
-        "patch token (k-NN) or CLS + mean (linear: appended), 2 their sum (k-NN).")
-    add("--batch_size_per_gpu", type=int, default=128, help="Images per batch and process.")
-    add("--num_workers", type=int, default=10, help="Loader workers per process.")
-    add("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Where the backbone runs.")
-    add("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-        help="Backbone autocast; auto is bf16 on CUDA, fp32 on CPU. Features are kept in float32.")
-    add("--dump_features", default=None, help="Save the extracted features here (official file names).")
-    add("--load_features", default=None, help="Read features saved by --dump_features instead of extracting.")
-    add("--output_dir", default=".", help="Where the JSON results (and the linear classifier) go.")
-    add("--dist_url", default="env://", help="torch.distributed init method (torchrun sets env://).")
-    add("--seed", type=int, default=0, help="Seed of the shuffles and random crops.")
-    add("--use_cuda", type=bool_flag, default=True, help="Keep the feature matrices on the GPU (False: CPU, "
-        "for datasets whose features do not fit).")
 
 
 @dataclass

@@ -34,7 +34,6 @@ from pipelines.dali import (
 from pipelines.formats import BETON, CLASSES, MANIFEST, import_ffcv
 from pipelines.torchvision import open_image_folder
 
-FORMATS = ("auto", "imagefolder", "ffcv", "dali")
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 LAYOUT = ("<data_path>/train/<class>/<image> and <data_path>/val/<class>/<image> (ImageFolders), or the "
@@ -266,4 +265,3 @@ def split_batches(split: Split, input_size: int, resize_size: int, train: bool, 
     """
     yield from _BACKENDS[split.format](split, input_size, resize_size, train, batch_size, rank, world_size, seed,
                                        epoch, num_workers, device)
-

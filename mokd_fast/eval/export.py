@@ -20,13 +20,10 @@ import torch
 import torchvision.models as tvm
 from torch import nn
 
-from mokd_fast.core.checkpoint_io import TRUST_FLAG, TRUST_HELP
 from mokd_fast.core.errors import UsageError
 from mokd_fast.models.cnn import CNN_ALIASES
 from mokd_fast.models.vit import VIT_ALIASES
-from mokd_fast.models.weights import CHECKPOINT_KEYS, LoadedBackbone, load_backbone
-
-FORMATS = ("timm", "torchvision", "official")
+from mokd_fast.models.weights import LoadedBackbone, load_backbone
 
 
 def timm_target(backbone: LoadedBackbone) -> tuple[str, dict[str, Any]]:
@@ -92,17 +89,8 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> None:
         torch.save(state, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Command-line entry; returns the exit status (2 for a usage error)."""
-    parser = argparse.ArgumentParser("export", description="Export a pre-trained backbone for timm, torchvision "
-                                     "or the official evaluation scripts.")
-    parser.add_argument("checkpoint", help="Training checkpoint (ours or official), an export, or a .safetensors file.")
-    parser.add_argument("out", help="Output file (.pth; .safetensors for --format timm/torchvision).")
-    parser.add_argument("--key", default="teacher_cnn", help=f"Model to export: {', '.join(CHECKPOINT_KEYS)}.")
-    parser.add_argument("--format", default="timm", choices=FORMATS, help="Target layout.")
-    parser.add_argument("--arch", default=None, help="Architecture, when the checkpoint does not record it.")
-    parser.add_argument(TRUST_FLAG, action="store_true", help=TRUST_HELP)
-    args = parser.parse_args(argv)
+def run(args: argparse.Namespace) -> int:
+    """Exports as parsed flags (``eval.cli.export_parser``) say; returns the exit status (2 for a usage error)."""
     try:
         how = export(args.checkpoint, args.key, args.format, args.out, args.arch, args.trust_checkpoint)
     except UsageError as err:

@@ -3,11 +3,10 @@
 import torch
 from torch import nn
 
+from mokd_fast.eval.cli import AVGPOOL_CHOICES
 from mokd_fast.models.features import cnn_pooled
 from mokd_fast.models.vit import vit_last_blocks
 from mokd_fast.models.weights import LoadedBackbone
-
-AVGPOOL_CHOICES = (0, 1, 2)
 
 
 class FeatureNet(nn.Module):

@@ -6,7 +6,6 @@ import torch.distributed as dist
 
 from mokd_fast.core.errors import UsageError
 from mokd_fast.eval.common import (
-    add_common_flags,
     describe,
     dump_features,
     labelled_features,
@@ -19,19 +18,9 @@ from mokd_fast.eval.features import FeatureNet
 from mokd_fast.eval.knn import knn_classify
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        "eval_knn", description="k-NN classification of a pre-trained backbone's frozen features (DINO's "
-        "weighted voting). Prints top-1/top-5 per k and writes them to OUTPUT_DIR/knn.json.")
-    add_common_flags(parser)
-    parser.add_argument("--nb_knn", nargs="+", type=int, default=[10, 20, 100, 200], help="Neighbour counts.")
-    parser.add_argument("--temperature", type=float, default=0.07, help="Voting temperature.")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs the evaluation; returns the exit status (2 for a usage error, with the message on stderr)."""
-    return run_tool("eval_knn", _run, build_parser().parse_args(argv))
+def run(args: argparse.Namespace) -> int:
+    """Runs the evaluation of parsed flags (``eval.cli.knn_parser``); returns the exit status (2: usage error)."""
+    return run_tool("eval_knn", _run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

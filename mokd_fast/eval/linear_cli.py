@@ -13,7 +13,6 @@ from torch import nn
 from mokd_fast.core.checkpoint_io import atomic_save, describe_contents, load_file
 from mokd_fast.core.errors import UsageError
 from mokd_fast.eval.common import (
-    add_common_flags,
     describe,
     run_tool,
     setup,
@@ -34,29 +33,9 @@ from mokd_fast.methods.common.optim import LARS
 CHECKPOINT = "linear.pth"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        "eval_linear", description="Linear probe on a pre-trained backbone's frozen features (official recipe: "
-        "SGD momentum 0.9, no weight decay, lr x batch/256, cosine to 0 over the epochs, random-resized crops and "
-        "flips). Writes OUTPUT_DIR/linear.pth (resumed when present), linear_log.jsonl and linear.json.")
-    add_common_flags(parser)
-    add = parser.add_argument
-    add("--n_last_blocks", type=int, default=4, help="ViT: concatenate the CLS tokens of this many last blocks "
-        "(4 for ViT-S, 1 for ViT-B in DINO).")
-    add("--epochs", type=int, default=100, help="Training epochs.")
-    add("--lr", type=float, default=0.001, help="Learning rate per 256 images (scaled by the global batch).")
-    add("--optimizer", default="sgd", choices=("sgd", "lars"), help="SGD (official default) or LARS.")
-    add("--val_freq", type=int, default=5, help="Validate every this many epochs (and after the last).")
-    add("--cached_features", action="store_true", help="Train on centre-crop features extracted once instead of "
-        "fresh random crops each epoch: one backbone pass instead of one per epoch, no augmentation (not the "
-        "official recipe; usually a little lower accuracy).")
-    add("--evaluate", default=None, help="Only validate this saved linear.pth.")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Runs the probe; returns the exit status (2 for a usage error, with the message on stderr)."""
-    return run_tool("eval_linear", _run, build_parser().parse_args(argv))
+def run(args: argparse.Namespace) -> int:
+    """Runs the probe of parsed flags (``eval.cli.linear_parser``); returns the exit status (2: usage error)."""
+    return run_tool("eval_linear", _run, args)
 
 
 def _run(args: argparse.Namespace) -> int:

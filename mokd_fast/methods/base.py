@@ -1,12 +1,12 @@
 """The contract between a training method and the engine.
 
-A method says what to compute; the engine (``step.TrainStep`` and ``engine.Trainer``) says how:
+A method says what to compute; the engine (``engine.step.TrainStep`` and ``engine.trainer.Trainer``) says how:
 autocast, backward, grad scalers, clipping, last-layer freezing, optimiser steps, schedules, DDP,
 compile, channels-last, logging, checkpoints and resume are the engine's, the same for every method.
 
 A method is one ``nn.Module`` subclass of ``Method`` (one level of inheritance) and declares:
-- its settings: ``configs``, two dataclasses of ``settings.setting`` fields (the method's own, and
-  its training recipe, a subclass of ``run_config.RunConfig``), from which ``train.py`` makes flags;
+- its settings: ``configs``, two dataclasses of ``core.settings.setting`` fields (the method's own, and
+  its training recipe, a subclass of ``core.run_config.RunConfig``), from which ``train.py`` makes flags;
 - its views: ``make_policy()``, a ``MultiCropPolicy`` the pipelines cut every image into;
 - its optimisers: ``optimizers()``, named ``OptimizerSpec`` s whose parameter groups are tagged with
   the per-step arrays (``schedules()``) that set their learning rate and weight decay;
@@ -151,6 +151,19 @@ class Method(nn.Module):
         """Terms and totals of one step, run under the engine's autocast."""
         raise NotImplementedError
 
+    def check_batch(self, batch: MultiCropBatch) -> None:
+        """Refuses a batch whose views are not this method's policy's (a pipeline built for another recipe).
+
+        Raises:
+            ValueError: Names the method, the views it needs per image and those the batch has.
+        """
+        n_global, n_local = self.policy.n_global, self.policy.local_crops_number
+        has_local = batch.local_crops is not None
+        if batch.n_global != n_global or has_local != (n_local > 0):
+            raise ValueError(f"--method {self.name} needs {n_global} global view(s) and {n_local} local view(s) per "
+                             f"image; the batch has {batch.n_global} global views and {'some' if has_local else 'no'} "
+                             "local views")
+
     def after_step(self, info: StepInfo) -> None:
         """Work after the optimiser steps (EMA, queue updates); none by default."""
 
@@ -206,7 +219,7 @@ class Method(nn.Module):
 
     def collapse_log_k(self) -> dict[str, float]:
         """``{monitor group: ln K}`` of the groups whose monitors include output distributions over K
-        prototypes (``monitors.distribution_monitors``), so the uniform collapse can be told; none by default."""
+        prototypes (``methods.common.monitors.distribution_monitors``), so the uniform collapse can be told; none by default."""
         return {}
 
     def eval_backbones(self) -> dict[str, tuple[nn.Module, str]]:

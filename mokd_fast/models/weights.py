@@ -16,8 +16,6 @@ from mokd_fast.core.errors import UsageError
 from mokd_fast.models.cnn import CNN_ALIASES, build_cnn, small_image_stem
 from mokd_fast.models.vit import VIT_ALIASES, build_vit
 
-CHECKPOINT_KEYS = ("teacher_cnn", "teacher_vit", "student_cnn", "student_vit", "peer_1", "peer_2",
-                   "student", "net_1", "net_2")  # MOKD, DoGo and MCL, SEED, L-MCL
 # Classifier weights a supervised or exported checkpoint may carry; the frozen backbone drops them.
 CLASSIFIER_KEYS = ("fc.weight", "fc.bias", "head.weight", "head.bias", "classifier.weight", "classifier.bias")
 

@@ -8,8 +8,8 @@ Imports no torch, so ``train.py --method dogo --help`` is fast.
 
 from dataclasses import dataclass
 
-from mokd_fast.core.run_config import RunConfig, require
-from mokd_fast.core.settings import setting
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.core.settings import require, require_min, require_positive, setting
 
 HEADS = ("simclr", "simsiam")
 SIMSIAM_WIDTH = 2048  # the SimSiam projector's width and output, fixed in the official code
@@ -48,12 +48,9 @@ class DoGoConfig:
     single_backward: bool = setting(True, "Speed switch: one backward pass of L_1 + L_2. False runs two, as official.")
 
     def __post_init__(self) -> None:
-        for name in ("n_proj_1", "n_proj_2", "image_size", "epochs"):
-            require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("ntxent_temperature", "kl_temperature"):
-            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("kl_weight_1", "kl_weight_2"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, 1, "n_proj_1", "n_proj_2", "image_size", "epochs")
+        require_positive(self, "ntxent_temperature", "kl_temperature")
+        require_min(self, 0, "kl_weight_1", "kl_weight_2")
         for name in ("head_1", "head_2"):
             require(getattr(self, name) in HEADS, f"--{name} {getattr(self, name)!r}: choose from {HEADS}")
         for i in (1, 2):
@@ -87,8 +84,7 @@ class DoGoTrainConfig(RunConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("lr", "weight_decay", "clip_grad", "warmup_epochs"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, 0, "lr", "weight_decay", "clip_grad", "warmup_epochs")
         require(self.min_lr is None or self.min_lr >= 0, f"--min_lr must be >= 0, got {self.min_lr}")
         require(self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose from {OPTIMIZERS}")
 

@@ -8,6 +8,7 @@ import torch.nn as nn
 
 from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.common.checkpoint import cpu_state, without
 from mokd_fast.methods.common.monitors import embedding_spread
 from mokd_fast.methods.common.optim import make_optimizer
 from mokd_fast.methods.common.schedules import cosine_schedule
@@ -90,11 +91,8 @@ class DoGo(Method):
         return {"lr": cosine_schedule(t.lr, t.final_lr, self.epochs, iters_per_epoch, t.warmup_epochs)}
 
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
+        self.check_batch(batch)
         n = self.policy.n_global
-        if batch.n_global != n or batch.local_crops is not None:
-            raise ValueError(f"DoGo needs {n} global views and no local view per image; the batch has "
-                             f"{batch.n_global} global views and {'some' if batch.local_crops is not None else 'no'} "
-                             "local views")
         views = list(batch.global_crops.chunk(n))  # view-major: [B, 3, H, W] each
         outputs = self.run_trainable()(views)
         cfg = self.cfg
@@ -126,7 +124,7 @@ class DoGo(Method):
         """
         out: dict[str, Any] = {}
         for i, (name, peer) in enumerate(zip(PEER_NAMES, self.pair.peers), start=1):
-            out[name] = {k: v.detach().cpu().clone() for k, v in peer.state_dict().items()}
+            out[name] = cpu_state(peer)
             out[f"arch_{i}"] = getattr(self.cfg, f"arch_{i}")
         return out
 
@@ -141,4 +139,4 @@ class DoGo(Method):
                 peer.load_state_dict(ckpt[name])
             except RuntimeError as err:
                 raise ValueError(f"the {name} weights do not fit this peer: {err}") from err
-        return {k: v for k, v in ckpt.items() if k not in (*PEER_NAMES, "arch_1", "arch_2")}
+        return without(ckpt, (*PEER_NAMES, "arch_1", "arch_2"))

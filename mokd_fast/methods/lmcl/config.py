@@ -10,8 +10,9 @@ view (random resized crop, flip). Imports no torch.
 
 from dataclasses import dataclass
 
-from mokd_fast.core.run_config import RunConfig, require
-from mokd_fast.core.settings import setting
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.core.settings import require, require_min, require_positive, setting
+from mokd_fast.methods.common.recipes import SGDRecipe
 
 META_MODES = ("on", "off")
 MEMORY_MODES = ("bank", "batch")
@@ -58,12 +59,9 @@ class LMCLConfig:
     def __post_init__(self) -> None:
         require(len(self.archs) >= 2, f"--archs needs two or more networks, got {list(self.archs)}")
         require(self.num_classes is None or self.num_classes >= 2, f"--num_classes must be >= 2, got {self.num_classes}")
-        for name in ("feat_dim", "pos_k", "neg_k", "image_size", "epochs", "meta_freq", "meta_times"):
-            require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("tau", "kd_temperature"):
-            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("alpha", "gamma", "beta", "lam"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, 1, "feat_dim", "pos_k", "neg_k", "image_size", "epochs", "meta_freq", "meta_times")
+        require_positive(self, "tau", "kd_temperature")
+        require_min(self, 0, "alpha", "gamma", "beta", "lam")
         require(0 <= self.nce_momentum < 1, f"--nce_momentum must be in [0, 1), got {self.nce_momentum}")
         require(self.meta in META_MODES, f"--meta {self.meta!r}: choose from {META_MODES}")
         require(self.memory in MEMORY_MODES, f"--memory {self.memory!r}: choose from {MEMORY_MODES}")
@@ -71,21 +69,16 @@ class LMCLConfig:
 
 
 @dataclass
-class LMCLTrainConfig(RunConfig):
+class LMCLTrainConfig(SGDRecipe, RunConfig):
     """How to train L-MCL: the engine's settings plus one Nesterov SGD over networks, heads and aggregator."""
 
     batch_size_per_gpu: int = setting(128, "Images per process and step (official: a global batch of 256 on 2 GPUs).")
     sync_bn: bool = setting(False, "SyncBatchNorm under multi-GPU DDP (official: per-rank BatchNorm).")
     lr: float = setting(0.1, "Learning rate per 256 images (official --init-lr 0.1 at batch 256), scaled by the global batch.")
-    scale_lr: bool = setting(True, "Multiply --lr by global batch / 256; False uses it as given.")
     momentum: float = setting(0.9, "SGD momentum (official 0.9, Nesterov).")
-    weight_decay: float = setting(1e-4, "SGD weight decay on every parameter (official 1e-4, hard-coded).")
     schedule: tuple[int, ...] = setting((30, 60, 90), "Epochs at which the learning rate drops x0.1 (official).")
     cos: bool = setting(False, "Per-epoch cosine decay instead of the steps (the official CIFAR script's schedule).")
-    clip_grad: float = setting(0.0, "Per-parameter gradient-norm clip; 0 disables (official).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("lr", "weight_decay", "clip_grad", "momentum"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         require(all(m >= 0 for m in self.schedule), f"--schedule epochs must be >= 0, got {list(self.schedule)}")

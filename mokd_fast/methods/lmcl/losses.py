@@ -86,36 +86,45 @@ def lmcl_memory_losses(embeddings: list[list[torch.Tensor]], rows: list[torch.Te
     return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}
 
 
+def weighted_pairs(embeddings: list[list[torch.Tensor]], weights: torch.Tensor):
+    """``(a, b, e_a, e_b, w)`` for every ordered pair of different networks and every pair of their stages, with
+    its pair weight, in the official loop order (``weights`` ``[N (N - 1) S^2]``).
+
+    Raises:
+        ValueError: ``weights`` has not one entry per pair.
+    """
+    n, count = len(embeddings), 0
+    pairs = [(a, b) for a in range(n) for b in range(n) if a != b]
+    total = sum(len(embeddings[a]) * len(embeddings[b]) for a, b in pairs)
+    if total != weights.shape[0]:
+        raise ValueError(f"{weights.shape[0]} pair weights for {total} pairs of networks and stages")
+    for a, b in pairs:
+        for e_a in embeddings[a]:
+            for e_b in embeddings[b]:
+                yield a, b, e_a, e_b, weights[count]
+                count += 1
+
+
 def lmcl_memory_losses_per_pair(embeddings: list[list[torch.Tensor]], banks: list[torch.Tensor], idx: torch.Tensor,
                                  weights: torch.Tensor, tau: float = 0.07, kd_temperature: float = 3.0, pos_k: int = 1,
                                  official_vcl: bool = True) -> dict[str, torch.Tensor]:
     """``lmcl_memory_losses`` computed the official way: per pair of networks and stages, its own gathers from
     the banks (``[N, D]`` each, by ``idx`` ``[B, K]``) and four products (``--fused_loss False``)."""
-    n = len(embeddings)
     with torch.autocast(idx.device.type, enabled=False):
         weights = at_least_fp32(weights)
         vcl = svcl = icl = sicl = weights.new_zeros(())
-        count = 0
-        for a in range(n):
-            for b in range(n):
-                if a == b:
-                    continue
-                for e_a in embeddings[a]:
-                    for e_b in embeddings[b]:
-                        w = weights[count]
-                        count += 1
-                        e_a32, e_b32 = at_least_fp32(e_a), at_least_fp32(e_b)
-                        rows_a, rows_b = banks[a][idx].detach(), banks[b][idx].detach()  # [B, K, D] each pair
-                        l_ab = torch.bmm(rows_a, e_b32.unsqueeze(-1)).squeeze(-1) / tau
-                        l_ba = torch.bmm(rows_b, e_a32.unsqueeze(-1)).squeeze(-1) / tau
-                        sicl = sicl + weighted_kl(l_ab, l_ba, w, kd_temperature) + weighted_kl(l_ba, l_ab, w, kd_temperature)
-                        icl = icl + positive_nll(l_ab, pos_k + 1, w) + positive_nll(l_ba, pos_k + 1, w)
-                        intra_rows_b = rows_a if official_vcl else rows_b
-                        intra_a = torch.bmm(rows_a[:, 1:], e_a32.unsqueeze(-1)).squeeze(-1) / tau
-                        intra_b = torch.bmm(intra_rows_b[:, 1:], e_b32.unsqueeze(-1)).squeeze(-1) / tau
-                        svcl = svcl + weighted_kl(intra_a, intra_b, w, kd_temperature) \
-                            + weighted_kl(intra_b, intra_a, w, kd_temperature)
-                        vcl = vcl + positive_nll(intra_a, pos_k, w) + positive_nll(intra_b, pos_k, w)
+        for a, b, e_a, e_b, w in weighted_pairs(embeddings, weights):
+            e_a32, e_b32 = at_least_fp32(e_a), at_least_fp32(e_b)
+            rows_a, rows_b = banks[a][idx].detach(), banks[b][idx].detach()  # [B, K, D] each pair
+            l_ab = torch.bmm(rows_a, e_b32.unsqueeze(-1)).squeeze(-1) / tau
+            l_ba = torch.bmm(rows_b, e_a32.unsqueeze(-1)).squeeze(-1) / tau
+            sicl = sicl + weighted_kl(l_ab, l_ba, w, kd_temperature) + weighted_kl(l_ba, l_ab, w, kd_temperature)
+            icl = icl + positive_nll(l_ab, pos_k + 1, w) + positive_nll(l_ba, pos_k + 1, w)
+            intra_rows_b = rows_a if official_vcl else rows_b
+            intra_a = torch.bmm(rows_a[:, 1:], e_a32.unsqueeze(-1)).squeeze(-1) / tau
+            intra_b = torch.bmm(intra_rows_b[:, 1:], e_b32.unsqueeze(-1)).squeeze(-1) / tau
+            svcl = svcl + weighted_kl(intra_a, intra_b, w, kd_temperature) + weighted_kl(intra_b, intra_a, w, kd_temperature)
+            vcl = vcl + positive_nll(intra_a, pos_k, w) + positive_nll(intra_b, pos_k, w)
     return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}
 
 
@@ -159,23 +168,12 @@ def lmcl_batch_losses(embeddings: list[list[torch.Tensor]], labels: torch.Tensor
         weights = at_least_fp32(weights)
         same = labels[:, None] == labels[None, :]
         positives = (same & ~torch.eye(len(labels), dtype=torch.bool, device=labels.device)).to(weights.dtype)
-        n = len(emb)
         vcl = svcl = icl = sicl = weights.new_zeros(())
-        count = 0
-        for a in range(n):
-            for b in range(n):
-                if a == b:
-                    continue
-                for ea in emb[a]:
-                    for eb in emb[b]:
-                        w = weights[count]
-                        count += 1
-                        l_ab, l_ba = ea @ eb.T / tau, eb @ ea.T / tau
-                        l_aa, l_bb = ea @ ea.T / tau, eb @ eb.T / tau
-                        sicl = sicl + weighted_kl(l_ab, l_ba, w, kd_temperature) + weighted_kl(l_ba, l_ab, w, kd_temperature)
-                        icl = icl + _positive_mean_nll(l_ab, positives, w) + _positive_mean_nll(l_ba, positives, w)
-                        svcl = svcl + weighted_kl(l_aa, l_bb, w, kd_temperature) + weighted_kl(l_bb, l_aa, w, kd_temperature)
-                        vcl = vcl + _positive_mean_nll(l_aa, positives, w) + _positive_mean_nll(l_bb, positives, w)
-        if count != weights.shape[0]:
-            raise ValueError(f"{weights.shape[0]} pair weights for {count} pairs of networks and stages")
+        for _, _, ea, eb, w in weighted_pairs(emb, weights):
+            l_ab, l_ba = ea @ eb.T / tau, eb @ ea.T / tau
+            l_aa, l_bb = ea @ ea.T / tau, eb @ eb.T / tau
+            sicl = sicl + weighted_kl(l_ab, l_ba, w, kd_temperature) + weighted_kl(l_ba, l_ab, w, kd_temperature)
+            icl = icl + _positive_mean_nll(l_ab, positives, w) + _positive_mean_nll(l_ba, positives, w)
+            svcl = svcl + weighted_kl(l_aa, l_bb, w, kd_temperature) + weighted_kl(l_bb, l_aa, w, kd_temperature)
+            vcl = vcl + _positive_mean_nll(l_aa, positives, w) + _positive_mean_nll(l_bb, positives, w)
     return {"vcl": vcl, "svcl": svcl, "icl": icl, "sicl": sicl}

@@ -10,13 +10,9 @@ import torch.nn as nn
 from mokd_fast.core.precision import at_least_fp32
 from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.common.checkpoint import check_archs, cpu_state, without
 from mokd_fast.methods.common.monitors import embedding_spread
-from mokd_fast.methods.common.optim import make_optimizer
-from mokd_fast.methods.common.schedules import (
-    batch_scaled_lr,
-    epoch_cosine_schedule,
-    epoch_step_schedule,
-)
+from mokd_fast.methods.common.sgd import sgd_over, step_or_cosine_lr
 from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
 from mokd_fast.methods.lmcl.losses import (
     lmcl_batch_losses,
@@ -128,20 +124,12 @@ class LMCL(Method):
 
     def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
         """One SGD with Nesterov over networks, heads and aggregator, decay on every parameter (official)."""
-        t = self.train_cfg
-        group = {"params": list(self.learners.parameters()), "weight_decay": t.weight_decay, "momentum": t.momentum,
-                 "nesterov": t.momentum > 0}
-        opt = make_optimizer("sgd", [group], fused)
-        return {"learners": OptimizerSpec(opt, [("lr", None)], dict(self.learners.named_parameters()), t.clip_grad)}
+        return sgd_over("learners", self.learners, self.train_cfg, fused, nesterov=True)
 
     def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
         """Per epoch: x0.1 at each ``--schedule`` epoch (official), or a cosine with ``--cos``."""
-        t = self.train_cfg
         self._iters_per_epoch = iters_per_epoch
-        lr = batch_scaled_lr(t.lr, t.batch_size_per_gpu * world_size, t.scale_lr)
-        if t.cos:
-            return {"lr": epoch_cosine_schedule(lr, lr, self.epochs, iters_per_epoch)}
-        return {"lr": epoch_step_schedule(lr, t.schedule, self.epochs, iters_per_epoch)}
+        return step_or_cosine_lr(self.train_cfg, self.epochs, iters_per_epoch, world_size)
 
     def pair_weights(self, feats: list[list[torch.Tensor]]) -> torch.Tensor:
         """``[P, B]`` per-sample weights of the ``N (N - 1) S^2`` pairs: the weight network's (no gradient), or 1."""
@@ -207,9 +195,7 @@ class LMCL(Method):
         opt.zero_grad(set_to_none=True)
 
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
-        if batch.n_global != 1 or batch.local_crops is not None:
-            raise ValueError(f"L-MCL needs 1 view per image; the batch has {batch.n_global} global views"
-                             f"{' and local views' if batch.local_crops is not None else ''}")
+        self.check_batch(batch)
         if batch.labels is None or (batch.indices is None and self.banks is not None):
             raise ValueError("L-MCL needs each batch's labels and dataset indices; the dali pipeline gives no indices "
                              "(use --pipeline nvjpeg on the same shards, ffcv or torchvision)")
@@ -261,17 +247,14 @@ class LMCL(Method):
     def checkpoint_state(self) -> dict[str, Any]:
         """Per network ``net_i`` (ResNet ``backbone.*``: what the evaluation tools read; ``auxiliary.*``) and
         ``arch_i``; the heads and aggregator (``lmcl_heads``) and the memory banks (``lmcl_banks``)."""
-        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
-            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
         out: dict[str, Any] = {}
         for i, (arch, net) in enumerate(zip(self.cfg.archs, self.learners.nets), start=1):
-            out |= {f"net_{i}": cpu(net), f"arch_{i}": arch}
-        out["lmcl_heads"] = {"embeds": cpu(self.learners.embeds), "aggregator": cpu(self.learners.aggregator)}
+            out |= {f"net_{i}": cpu_state(net), f"arch_{i}": arch}
+        out["lmcl_heads"] = {"embeds": cpu_state(self.learners.embeds), "aggregator": cpu_state(self.learners.aggregator)}
         if self.banks is not None:
-            out["lmcl_banks"] = cpu(self.banks)
+            out["lmcl_banks"] = cpu_state(self.banks)
         opt = self._weight_opt.state_dict() if self._weight_opt is not None else self._weight_opt_state
-        out["lmcl_weight_net"] = {"state": cpu(self.weight_net), "optimizer": opt}
+        out["lmcl_weight_net"] = {"state": cpu_state(self.weight_net), "optimizer": opt}
         return out
 
     def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -280,10 +263,7 @@ class LMCL(Method):
                 (self.banks is not None) != ("lmcl_banks" in ckpt):
             raise ValueError(f"no net_i/lmcl_heads/lmcl_banks entries for {n} networks: not an L-MCL checkpoint of this "
                              f"run (keys: {sorted(ckpt)[:8]})")
-        for i, arch in enumerate(self.cfg.archs, start=1):
-            saved = ckpt.get(f"arch_{i}")
-            if saved is not None and saved != arch:
-                raise ValueError(f"network {i} was trained as {saved!r} but --archs has {arch!r}")
+        check_archs(ckpt, self.cfg.archs, "network", "--archs")
         try:
             for i, net in enumerate(self.learners.nets, start=1):
                 net.load_state_dict(ckpt[f"net_{i}"])
@@ -298,4 +278,4 @@ class LMCL(Method):
             raise ValueError(f"the L-MCL checkpoint does not fit these networks or banks (same data and "
                              f"--num_classes?): {err}") from err
         names = [f"{kind}_{i}" for i in range(1, n + 1) for kind in ("net", "arch")]
-        return {k: v for k, v in ckpt.items() if k not in (*names, "lmcl_heads", "lmcl_banks", "lmcl_weight_net")}
+        return without(ckpt, (*names, "lmcl_heads", "lmcl_banks", "lmcl_weight_net"))

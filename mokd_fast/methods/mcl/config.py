@@ -9,8 +9,9 @@ x0.1 at epochs 120 and 160. Imports no torch, so ``train.py --method mcl --help`
 
 from dataclasses import dataclass
 
-from mokd_fast.core.run_config import RunConfig, require
-from mokd_fast.core.settings import setting
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.core.settings import require, require_min, require_positive, setting
+from mokd_fast.methods.common.recipes import SGDRecipe
 
 KEY_BN = ("shuffle", "sync", "local")
 
@@ -48,34 +49,25 @@ class MCLConfig:
 
     def __post_init__(self) -> None:
         require(len(self.archs) >= 2, f"--archs needs two or more peers, got {list(self.archs)}")
-        for name in ("dim", "queue_size", "global_size", "epochs"):
-            require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("temperature", "kd_temperature"):
-            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
-        for name in ("weight_vcl", "weight_svcl", "weight_icl", "weight_sicl"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, 1, "dim", "queue_size", "global_size", "epochs")
+        require_positive(self, "temperature", "kd_temperature")
+        require_min(self, 0, "weight_vcl", "weight_svcl", "weight_icl", "weight_sicl")
         require(0 <= self.key_momentum <= 1, f"--key_momentum must be in [0, 1], got {self.key_momentum}")
         require(self.key_bn in KEY_BN, f"--key_bn {self.key_bn!r}: choose from {KEY_BN}")
         require(0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"--crop_scale {self.crop_scale}: need 0 < min <= max <= 1")
 
 
 @dataclass
-class MCLTrainConfig(RunConfig):
+class MCLTrainConfig(SGDRecipe, RunConfig):
     """How to train MCL-MoCo: the engine's settings plus one SGD over every peer."""
 
     batch_size_per_gpu: int = setting(
         32, "Images per process and step (official: a global batch of 256 on 8 GPUs).")
     sync_bn: bool = setting(False, "SyncBatchNorm in the query encoders under multi-GPU DDP (official MoCo: per-rank BatchNorm).")
     lr: float = setting(0.03, "Learning rate per 256 images (official --lr 0.03 at batch 256), scaled by the global batch.")
-    scale_lr: bool = setting(True, "Multiply --lr by global batch / 256; False uses it as given (the official script's way).")
-    momentum: float = setting(0.9, "SGD momentum (official 0.9).")
-    weight_decay: float = setting(1e-4, "SGD weight decay on every parameter (official 1e-4).")
     schedule: tuple[int, ...] = setting((120, 160), "Epochs at which the learning rate drops x0.1 (official --schedule).")
     cos: bool = setting(False, "Per-epoch cosine decay instead of the steps (official --cos, off in the README command).")
-    clip_grad: float = setting(0.0, "Per-parameter gradient-norm clip; 0 disables (official).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("lr", "weight_decay", "clip_grad", "momentum"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
         require(all(m >= 0 for m in self.schedule), f"--schedule epochs must be >= 0, got {list(self.schedule)}")

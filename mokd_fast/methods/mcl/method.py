@@ -11,15 +11,11 @@ import torch.nn.functional as F
 
 from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.common.checkpoint import check_archs, cpu_state, without
 from mokd_fast.methods.common.ema import TeacherEMA
 from mokd_fast.methods.common.monitors import embedding_spread
-from mokd_fast.methods.common.optim import make_optimizer
 from mokd_fast.methods.common.queue import EmbeddingQueue, gather_rows
-from mokd_fast.methods.common.schedules import (
-    batch_scaled_lr,
-    epoch_cosine_schedule,
-    epoch_step_schedule,
-)
+from mokd_fast.methods.common.sgd import sgd_over, step_or_cosine_lr
 from mokd_fast.methods.mcl.config import MCLConfig, MCLTrainConfig
 from mokd_fast.methods.mcl.losses import mcl_moco_losses
 from mokd_fast.methods.mcl.shuffle import (
@@ -118,18 +114,11 @@ class MCL(Method):
 
     def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
         """One SGD over every peer (official: ``model.parameters()``, decay on every parameter)."""
-        t = self.train_cfg
-        group = {"params": list(self.peers.parameters()), "weight_decay": t.weight_decay, "momentum": t.momentum}
-        opt = make_optimizer("sgd", [group], fused)
-        return {"peers": OptimizerSpec(opt, [("lr", None)], dict(self.peers.named_parameters()), t.clip_grad)}
+        return sgd_over("peers", self.peers, self.train_cfg, fused)
 
     def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
         """Per epoch: x0.1 at each ``--schedule`` epoch (official), or a cosine with ``--cos``."""
-        t = self.train_cfg
-        lr = batch_scaled_lr(t.lr, t.batch_size_per_gpu * world_size, t.scale_lr)
-        if t.cos:
-            return {"lr": epoch_cosine_schedule(lr, lr, self.epochs, iters_per_epoch)}
-        return {"lr": epoch_step_schedule(lr, t.schedule, self.epochs, iters_per_epoch)}
+        return step_or_cosine_lr(self.train_cfg, self.epochs, iters_per_epoch, world_size)
 
     @torch.no_grad()
     def _keys(self, x: torch.Tensor, step: int) -> list[torch.Tensor]:
@@ -144,9 +133,7 @@ class MCL(Method):
         return list(back.split(self.cfg.dim, dim=1))
 
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
-        if batch.n_global != 2 or batch.local_crops is not None:
-            raise ValueError(f"MCL needs 2 global views and no local view per image; the batch has {batch.n_global} "
-                             f"global views and {'some' if batch.local_crops is not None else 'no'} local views")
+        self.check_batch(batch)
         view_q, view_k = batch.global_crops.chunk(2)  # [B, 3, H, W] each
         with region("queries"):
             q = self.run_trainable()(view_q)
@@ -184,13 +171,10 @@ class MCL(Method):
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Per peer ``peer_i`` (query encoder: what the evaluation tools read), ``arch_i``, ``key_i``; the queues."""
-        def cpu(module: nn.Module) -> dict[str, torch.Tensor]:
-            return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
         out: dict[str, Any] = {}
         for i, (arch, enc, key) in enumerate(zip(self.cfg.archs, self.peers.encoders, self.keys.encoders), start=1):
-            out |= {f"peer_{i}": cpu(enc), f"arch_{i}": arch, f"key_{i}": cpu(key)}
-        out["mcl_queues"] = {f"queue_{i}": cpu(q) for i, q in enumerate(self.queues, start=1)}
+            out |= {f"peer_{i}": cpu_state(enc), f"arch_{i}": arch, f"key_{i}": cpu_state(key)}
+        out["mcl_queues"] = {f"queue_{i}": cpu_state(q) for i, q in enumerate(self.queues, start=1)}
         return out
 
     def load_checkpoint_state(self, ckpt: dict[str, Any]) -> dict[str, Any]:
@@ -199,10 +183,7 @@ class MCL(Method):
         if any(f"peer_{i}" not in ckpt or f"key_{i}" not in ckpt for i in range(1, n + 1)) or "mcl_queues" not in ckpt:
             raise ValueError(f"no peer_i/key_i/mcl_queues entries for {n} peers: not an MCL checkpoint of this run "
                              f"(keys: {sorted(ckpt)[:8]})")
-        for i, arch in enumerate(self.cfg.archs, start=1):
-            saved = ckpt.get(f"arch_{i}")
-            if saved is not None and saved != arch:
-                raise ValueError(f"peer {i} was trained as {saved!r} but --archs has {arch!r}")
+        check_archs(ckpt, self.cfg.archs, "peer", "--archs")
         try:
             for i, (enc, key, queue) in enumerate(zip(self.peers.encoders, self.keys.encoders, self.queues), start=1):
                 enc.load_state_dict(ckpt[f"peer_{i}"])
@@ -210,4 +191,4 @@ class MCL(Method):
                 queue.load_state_dict(ckpt["mcl_queues"][f"queue_{i}"])
         except (RuntimeError, KeyError) as err:
             raise ValueError(f"the MCL checkpoint does not fit these peers or queues: {err}") from err
-        return {k: v for k, v in ckpt.items() if k not in (*names, "mcl_queues")}
+        return without(ckpt, (*names, "mcl_queues"))

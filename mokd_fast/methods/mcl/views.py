@@ -5,14 +5,14 @@ ColorJitter (0.4, 0.4, 0.4, 0.4) always, flip. MoCo v2 (``--aug_plus``): jitter 
 0.1) with p 0.8, grayscale 0.2, Gaussian blur (sigma 0.1-2) p 0.5, flip. ImageNet normalisation.
 """
 
+from mokd_fast.methods.common.views import moco_v2_view
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 
 
 def mcl_view(size: int, scale: tuple[float, float], aug_plus: bool) -> ViewPolicy:
     """One view of MoCo v1 (official default) or MoCo v2 (``aug_plus``)."""
     if aug_plus:
-        return ViewPolicy(size, tuple(scale), interpolation="bilinear", flip_p=0.5, jitter=(0.4, 0.4, 0.4, 0.1),
-                          jitter_p=0.8, grayscale_p=0.2, blur_p=0.5, blur_sigma=(0.1, 2.0), solarize_p=0.0)
+        return moco_v2_view(size, scale)
     return ViewPolicy(size, tuple(scale), interpolation="bilinear", flip_p=0.5, jitter=(0.4, 0.4, 0.4, 0.4),
                       jitter_p=1.0, grayscale_p=0.2, grayscale_before_jitter=True, blur_p=0.0, solarize_p=0.0)
 

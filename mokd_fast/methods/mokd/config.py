@@ -3,7 +3,7 @@
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mokd_fast.core.settings import setting
+from mokd_fast.core.settings import require, require_min, require_positive, setting
 
 
 @dataclass
@@ -49,10 +49,6 @@ class MOKDConfig:
     single_backward: bool = setting(True, "Speed switch: one backward pass of L_cnn + L_vit. False runs two, as official.")
 
     def __post_init__(self) -> None:
-        def require(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(message)
-
         require(self.out_dim >= 1, f"out_dim must be >= 1, got {self.out_dim}")
         require(self.patch_size >= 1, f"patch_size must be >= 1, got {self.patch_size}")
         require(
@@ -60,8 +56,7 @@ class MOKDConfig:
             f"local_crops_number must be >= 1 (the cross-model feature search runs on local crops), "
             f"got {self.local_crops_number}",
         )
-        for name in ("input_size", "global_size", "local_size", "epochs"):
-            require(getattr(self, name) >= 1, f"{name} must be >= 1, got {getattr(self, name)}")
+        require_min(self, 1, "input_size", "global_size", "local_size", "epochs")
         for name in ("warmup_teacher_temp_epochs_cnn", "warmup_teacher_temp_epochs_vit"):
             value = getattr(self, name)
             require(
@@ -69,8 +64,7 @@ class MOKDConfig:
                 f"{name}={value} must lie in [0, epochs={self.epochs}]: the temperature warm-up "
                 "cannot outlast training",
             )
-        for name in ("warmup_teacher_temp", "teacher_temp", "student_temp"):
-            require(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "warmup_teacher_temp", "teacher_temp", "student_temp")
         for name in ("momentum_teacher", "center_momentum"):
             value = getattr(self, name)
             require(0.0 <= value <= 1.0, f"{name} must lie in [0, 1], got {value}")

@@ -247,7 +247,7 @@ class MOKD(Method):
         return load_official(self, ckpt)
 
     def load_official_checkpoint(self, source: str | os.PathLike | dict) -> dict:
-        """Loads a checkpoint written by the official ``main_mokd.py``; see ``checkpoint.load_official``."""
+        """Loads a checkpoint written by the official ``main_mokd.py``; see ``official.load_official``."""
         return load_official(self, source)
 
     def official_state_dict(self, **extra: object) -> dict:

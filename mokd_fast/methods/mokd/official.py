@@ -49,7 +49,7 @@ def export_official(model: nn.Module, **extra: Any) -> dict[str, Any]:
 
     Args:
         model: A ``MOKD`` (its ``students``, ``teachers``, ``criterion`` and ``cfg``; not imported here,
-            since ``mokd.py`` imports this module).
+            since ``method.py`` imports this module).
         **extra: Further entries (``epoch``, ``optimizer_cnn``, ...); ``epoch`` defaults to 0.
 
     Returns:

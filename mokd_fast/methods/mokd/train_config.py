@@ -2,8 +2,8 @@
 
 from dataclasses import dataclass
 
-from mokd_fast.core.run_config import PIPELINES, RunConfig, require
-from mokd_fast.core.settings import setting
+from mokd_fast.core.run_config import PIPELINES, RunConfig
+from mokd_fast.core.settings import require, require_min, setting
 
 __all__ = ["ADAMW_LR_LIMIT", "OPTIMIZERS", "PIPELINES", "TrainConfig"]
 
@@ -46,11 +46,9 @@ class TrainConfig(RunConfig):
         for name in ("global_crops_scale", "local_crops_scale"):
             lo, hi = getattr(self, name)
             require(0.0 < lo <= hi <= 1.0, f"--{name} {lo} {hi}: need 0 < min <= max <= 1")
-        for name in ("warmup_epochs", "freeze_last_layer"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr_cnn", "lr_vit", "min_lr_cnn", "min_lr_vit", "weight_decay", "weight_decay_end",
-                     "weight_decay_cnn", "weight_decay_end_cnn", "clip_grad_cnn", "clip_grad_vit"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, 0, "warmup_epochs", "freeze_last_layer")
+        require_min(self, 0, "lr_cnn", "lr_vit", "min_lr_cnn", "min_lr_vit", "weight_decay", "weight_decay_end",
+                     "weight_decay_cnn", "weight_decay_end_cnn", "clip_grad_cnn", "clip_grad_vit")
         require(self.min_lr is None or self.min_lr >= 0, f"--min_lr must be >= 0, got {self.min_lr}")
         require(self.optimizer in OPTIMIZERS, f"--optimizer {self.optimizer!r}: choose from {OPTIMIZERS}")
 

@@ -10,8 +10,9 @@ Defaults are the official code's (jacobswan1/SEED @ f236cac: ``tools/opts.py``, 
 
 from dataclasses import dataclass
 
-from mokd_fast.core.run_config import RunConfig, require
-from mokd_fast.core.settings import setting
+from mokd_fast.core.run_config import RunConfig
+from mokd_fast.core.settings import require, require_min, require_positive, setting
+from mokd_fast.methods.common.recipes import SGDRecipe
 
 TEACHER_FORMATS = ("auto", "ours", "moco", "swav", "timm")
 TEACHER_EMBEDDINGS = ("auto", "head", "backbone")
@@ -71,13 +72,11 @@ class SEEDConfig:
         require(self.teacher_embedding in TEACHER_EMBEDDINGS,
                 f"--teacher_embedding {self.teacher_embedding!r}: choose from {TEACHER_EMBEDDINGS}")
         require(self.augmentation in AUGMENTATIONS, f"--augmentation {self.augmentation!r}: choose from {AUGMENTATIONS}")
-        for name in ("queue_size", "global_size", "local_size", "epochs"):
-            require(getattr(self, name) >= 1, f"--{name} must be >= 1, got {getattr(self, name)}")
+        require_min(self, 1, "queue_size", "global_size", "local_size", "epochs")
         require(self.local_crops_number >= 0, f"--local_crops_number must be >= 0, got {self.local_crops_number}")
         require(self.student_hidden is None or self.student_hidden >= 1,
                 f"--student_hidden must be >= 1, got {self.student_hidden}")
-        for name in ("student_temp", "teacher_temp"):
-            require(getattr(self, name) > 0, f"--{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "student_temp", "teacher_temp")
         require(self.local_weight >= 0, f"--local_weight must be >= 0, got {self.local_weight}")
         for name in ("global_crops_scale", "local_crops_scale"):
             scale = getattr(self, name)
@@ -93,7 +92,7 @@ class SEEDConfig:
 
 
 @dataclass
-class SEEDTrainConfig(RunConfig):
+class SEEDTrainConfig(SGDRecipe, RunConfig):
     """How to train SEED: the engine's settings plus the student's SGD."""
 
     batch_size_per_gpu: int = setting(
@@ -105,11 +104,7 @@ class SEEDTrainConfig(RunConfig):
         "multi-GPU runs need.")
     warmup_epochs: int = setting(
         5, "Epochs of the official warm-up from --lr to the scaled rate (hard-coded 5); per epoch, as official.")
-    momentum: float = setting(0.9, "SGD momentum (official 0.9).")
-    weight_decay: float = setting(1e-4, "SGD weight decay on every student parameter (official 1e-4).")
-    clip_grad: float = setting(0.0, "Per-parameter gradient-norm clip; 0 disables (official).")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("lr", "weight_decay", "clip_grad", "warmup_epochs", "momentum"):
-            require(getattr(self, name) >= 0, f"--{name} must be >= 0, got {getattr(self, name)}")
+        require_min(self, 0, "warmup_epochs")

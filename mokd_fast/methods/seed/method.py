@@ -9,10 +9,11 @@ import torch.nn.functional as F
 
 from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
+from mokd_fast.methods.common.checkpoint import cpu_state, without
 from mokd_fast.methods.common.monitors import embedding_spread
-from mokd_fast.methods.common.optim import make_optimizer
 from mokd_fast.methods.common.queue import EmbeddingQueue, gather_rows
 from mokd_fast.methods.common.schedules import batch_scaled_lr, epoch_cosine_schedule
+from mokd_fast.methods.common.sgd import sgd_over
 from mokd_fast.methods.seed.config import SEEDConfig, SEEDTrainConfig
 from mokd_fast.methods.seed.losses import seed_loss
 from mokd_fast.methods.seed.student import Student
@@ -73,10 +74,7 @@ class SEED(Method):
 
     def optimizers(self, fused: bool) -> dict[str, OptimizerSpec]:
         """One SGD over every student parameter, weight decay included on biases and norms (official)."""
-        t = self.train_cfg
-        group = {"params": list(self.student.parameters()), "weight_decay": t.weight_decay, "momentum": t.momentum}
-        opt = make_optimizer("sgd", [group], fused)
-        return {"student": OptimizerSpec(opt, [("lr", None)], dict(self.student.named_parameters()), t.clip_grad)}
+        return sgd_over("student", self.student, self.train_cfg, fused)
 
     def schedules(self, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
         """The official per-epoch warm-up from ``lr`` to ``lr x global batch / 256``, then a per-epoch cosine."""
@@ -85,11 +83,8 @@ class SEED(Method):
         return {"lr": epoch_cosine_schedule(t.lr, peak, self.epochs, iters_per_epoch, t.warmup_epochs)}
 
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
+        self.check_batch(batch)
         n_local = self.cfg.local_crops_number
-        if batch.n_global != 1 or (batch.local_crops is None) != (n_local == 0):
-            raise ValueError(f"SEED needs 1 global view and {n_local} small patches per image; the batch has "
-                             f"{batch.n_global} global views and {'some' if batch.local_crops is not None else 'no'} "
-                             "local views")
         groups = [batch.global_crops] + ([batch.local_crops] if n_local else [])  # [B | L*B, 3, H, W] each
         with region("student"):
             embeddings = self.run_trainable()(groups)  # [B, D], [L*B, D]
@@ -141,9 +136,9 @@ class SEED(Method):
         if self.small_queue is not None:
             queues["small_queue"] = self.small_queue.state_dict()
         return {
-            "student": {k: v.detach().cpu().clone() for k, v in self.student.state_dict().items()},
+            "student": cpu_state(self.student),
             "arch_student": self.cfg.student_arch,
-            "seed_queues": {name: {k: v.detach().cpu().clone() for k, v in q.items()} for name, q in queues.items()},
+            "seed_queues": {name: cpu_state(q) for name, q in queues.items()},
             "seed_teacher": {"source": self.teacher.source, "digest": self.teacher_digest, "dim": self.teacher.dim},
         }
 
@@ -168,4 +163,4 @@ class SEED(Method):
                 self.small_queue.load_state_dict(queues["small_queue"])
         except RuntimeError as err:
             raise ValueError(f"the SEED checkpoint does not fit this student or queue: {err}") from err
-        return {k: v for k, v in ckpt.items() if k not in ("student", "arch_student", "seed_queues", "seed_teacher")}
+        return without(ckpt, ("student", "arch_student", "seed_queues", "seed_teacher"))

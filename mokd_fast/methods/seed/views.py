@@ -7,15 +7,15 @@ no solarisation. ``swav_small_aug`` is the same at 96 px with area 0.05-0.14. Th
 last; it commutes with the photometric operations, so the pipelines' order gives the same views.
 """
 
+from mokd_fast.methods.common.views import moco_v2_view
 from pipelines.policy import MultiCropPolicy, ViewPolicy
 
 GLOBAL_SCALES = {"mocov2": (0.2, 1.0), "swav": (0.14, 1.0)}
 
 
 def seed_view(size: int, scale: tuple[float, float]) -> ViewPolicy:
-    """One view of the official SEED transforms."""
-    return ViewPolicy(size, tuple(scale), interpolation="bilinear", flip_p=0.5, jitter=(0.4, 0.4, 0.4, 0.1),
-                      jitter_p=0.8, grayscale_p=0.2, blur_p=0.5, blur_sigma=(0.1, 2.0), solarize_p=0.0)
+    """One view of the official SEED transforms: MoCo v2's."""
+    return moco_v2_view(size, scale)
 
 
 def seed_policy(recipe: str, global_size: int = 224, global_scale: tuple[float, float] | None = None,
