@@ -153,12 +153,9 @@ def load_file(path: str | os.PathLike, flag: str, trust: bool = False, map_locat
     kind = _kind(path, flag)
     if kind == "safetensors":
         return _load_safetensors(path, flag, map_location)
-    if kind == "torch-zip":
-        try:
-            zipfile.ZipFile(path).close()
-        except zipfile.BadZipFile as err:
-            raise _fail(flag, path, "is incomplete: the end of the file is missing (a copy or save cut short?)",
-                        IncompleteFile) from err
+    if kind == "torch-zip" and not is_complete(path):
+        raise _fail(flag, path, "is incomplete: the end of the file is missing (a copy or save cut short?)",
+                    IncompleteFile)
     if not trust:
         try:
             asked = unsafe_globals(path)

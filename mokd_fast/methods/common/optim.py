@@ -1,5 +1,4 @@
-"""Optimisers several methods build: the official parameter grouping, LARS, and one constructor for every kind.
-"""
+"""Optimisers several methods build: the official parameter grouping, LARS, and one constructor for every kind."""
 
 import torch
 import torch.nn as nn
