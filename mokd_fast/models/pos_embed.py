@@ -22,6 +22,9 @@ def resample_grid_pos_embed(pos_embed: torch.Tensor, height: int, width: int) ->
 
     Returns:
         ``[1, height * width, C]`` in the input's dtype; the input itself when the grid already fits.
+        Half-precision inputs are resampled in float32 (CPU bicubic has no half kernel, and the official
+        code never sees half-precision parameters); float32 and float64 inputs are resampled in their own
+        precision, as the official code does, so float64 parity holds over many steps.
     """
     n_pos, dim = pos_embed.shape[1], pos_embed.shape[2]
     side = math.isqrt(n_pos)
@@ -30,8 +33,9 @@ def resample_grid_pos_embed(pos_embed: torch.Tensor, height: int, width: int) ->
     if height == side and width == side:
         return pos_embed
     grid = pos_embed.reshape(1, side, side, dim).permute(0, 3, 1, 2)  # [1, C, side, side]
+    half = grid.dtype in (torch.float16, torch.bfloat16)
     grid = F.interpolate(
-        grid.float(),
+        grid.float() if half else grid,
         scale_factor=((height + 0.1) / side, (width + 0.1) / side),
         mode="bicubic",
     )
