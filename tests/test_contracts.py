@@ -15,6 +15,7 @@ from mokd_fast.core.checkpoint_io import atomic_save
 from mokd_fast.core.distributed import DistContext
 from mokd_fast.core.run_config import RunConfig
 from mokd_fast.engine.checkpoint import (
+    check_settings,
     build_checkpoint,
     capture_rng,
     load_checkpoint,
@@ -204,6 +205,19 @@ def test_every_method_checkpoint_restores_the_next_step_exactly(name, tmp_path) 
     assert all(torch.equal(a[k], b[k]) for k in a), name
     for (key, p), q in zip(first.model.state_dict().items(), second.model.state_dict().values(), strict=True):
         assert torch.equal(p, q), (name, key)
+
+
+def test_a_setting_added_later_reads_as_the_older_codes_value() -> None:
+    """An L-MCL checkpoint written before ``--positive_draw`` existed drew positives the ``others``
+    way: resuming it under the new default is refused by name, and resuming it with the old law is not."""
+    method, train = _tiny("lmcl")
+    now = run_settings(method, train)
+    old = {"config": {k: v for k, v in now.items() if k != "positive_draw"}}
+    added = METHODS["lmcl"].method_class().added_settings
+    with pytest.raises(UsageError, match="positive_draw: checkpoint 'others' vs now 'official'"):
+        check_settings(old, Path("c.pth"), now, added)
+    check_settings(old, Path("c.pth"), {**now, "positive_draw": "others"}, added)
+    check_settings({"config": now}, Path("c.pth"), now, added)
 
 
 @pytest.mark.parametrize("name", list(METHODS))

@@ -1,7 +1,10 @@
 """L-MCL's criterion, memory banks and sampler against a transcription of the official ImageNet criterion."""
 
 import copy
+import itertools
+import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,10 +68,11 @@ def test_the_memory_update_equals_the_official_one() -> None:
 
 
 def test_the_sampler_draws_same_class_positives_and_other_class_negatives() -> None:
+    """The ``others`` law (this project's before 2026-12-04): the positive is never the image itself."""
     labels = torch.tensor([0] * 7 + [1] * 3 + [2] * 1 + [3] * 9)[torch.randperm(20, generator=torch.Generator().manual_seed(0))]
     sampler = ClassSampler(labels)
     own = torch.arange(20)
-    idx = sampler.sample(own, 1, 500, seed=0, step=0)
+    idx = sampler.sample(own, 1, 500, seed=0, step=0, positives="others")
     assert idx.shape == (20, 502) and torch.equal(idx[:, 0], own)
     pos, neg = idx[:, 1], idx[:, 2:]
     assert torch.equal(labels[pos], labels[own])
@@ -78,8 +82,44 @@ def test_the_sampler_draws_same_class_positives_and_other_class_negatives() -> N
     for i in range(20):  # with replacement, uniform over the other classes' images
         others = set(torch.nonzero(labels != labels[i]).flatten().tolist())
         assert set(neg[i].tolist()) == others
-    again = sampler.sample(own, 1, 500, seed=0, step=0)
-    assert torch.equal(idx, again) and not torch.equal(idx, sampler.sample(own, 1, 500, seed=0, step=1))
+    again = sampler.sample(own, 1, 500, seed=0, step=0, positives="others")
+    assert torch.equal(idx, again) and not torch.equal(idx, sampler.sample(own, 1, 500, seed=0, step=1,
+                                                                           positives="others"))
+
+
+def _tuple_frequencies(draws: torch.Tensor) -> dict[tuple[int, ...], float]:
+    keys, counts = torch.unique(draws, dim=0, return_counts=True)
+    return {tuple(k.tolist()): c.item() / len(draws) for k, c in zip(keys, counts, strict=True)}
+
+
+@pytest.mark.parametrize("pos_k", [1, 2, 3])
+def test_the_official_positive_law_is_numpys_choice_without_replacement(pos_k: int) -> None:
+    """The official ``np.random.choice(cls_positive[target], pos_k, replace=False)``: every ordered
+    tuple of distinct class members, the image itself included, equally likely. Measured against
+    numpy's own draws of that call, and against the exact law (within 5 binomial sigmas)."""
+    labels = torch.tensor([1, 0, 1, 0, 0, 1, 2, 1, 0, 2, 2])  # class 0: {1, 3, 4, 8}, class 1: {0, 2, 5, 7}
+    sampler = ClassSampler(labels)
+    own = torch.tensor([3, 5])  # one image of class 0, one of class 1
+    steps = 4000
+    draws = torch.stack([sampler.sample(own, pos_k, 4, seed=1, step=k)[:, 1:1 + pos_k] for k in range(steps)])
+    rng = np.random.default_rng(0)
+    for row, members in ((0, [1, 3, 4, 8]), (1, [0, 2, 5, 7])):
+        ours = _tuple_frequencies(draws[:, row])
+        official = _tuple_frequencies(torch.tensor(np.stack([rng.choice(members, pos_k, replace=False)
+                                                             for _ in range(steps)])))
+        exact = 1 / math.perm(len(members), pos_k)
+        sigma = math.sqrt(exact * (1 - exact) / steps)
+        assert ours.keys() == official.keys() == set(itertools.permutations(members, pos_k))
+        assert all(abs(f - exact) < 5 * sigma for f in ours.values()), (row, ours)
+        assert all(abs(ours[t] - official[t]) < 5 * math.sqrt(2) * sigma for t in ours)
+    assert torch.equal(draws, torch.stack([sampler.sample(own, pos_k, 4, seed=1, step=k)[:, 1:1 + pos_k]
+                                           for k in range(steps)]))  # seeded by (seed, step)
+
+
+def test_the_official_law_needs_pos_k_images_in_every_class() -> None:
+    sampler = ClassSampler(torch.tensor([0, 0, 1, 1, 1]))
+    with pytest.raises(ValueError, match="--pos_k 3 needs every class to hold at least 3 images"):
+        sampler.sample(torch.tensor([0, 2]), 3, 4, seed=0, step=0)
 
 
 def test_classification_terms_equal_the_official_sums() -> None:

@@ -91,13 +91,20 @@ def build_checkpoint(
     return ckpt
 
 
-def check_settings(ours: dict[str, Any], path: Path, config: dict[str, Any]) -> None:
+def check_settings(ours: dict[str, Any], path: Path, config: dict[str, Any],
+                   added: dict[str, Any] | None = None) -> None:
     """Refuses a resume whose method or settings would change what the remaining steps compute.
+
+    Args:
+        added: Settings the method gained after it first wrote checkpoints, with the value its older
+            code behaved as (``Method.added_settings``): a file without them is read as having those.
 
     Raises:
         UsageError: Names the other method, or each differing setting.
     """
     saved = {"method": "mokd", **ours["config"]}  # written before there were other methods
+    if saved["method"] == config.get("method"):
+        saved = {**(added or {}), **saved}
     if saved["method"] != config.get("method"):
         raise UsageError(f"--resume {path} is a checkpoint of --method {saved['method']}, this run is --method "
                          f"{config.get('method')}; resume it with --method {saved['method']} or start a new --output_dir")
@@ -115,13 +122,15 @@ def newest_complete_checkpoint(path: Path) -> Path | None:
     return max(others, key=lambda p: p.stat().st_mtime, default=None)
 
 
-def read_checkpoint(path: Path, config: dict[str, Any], trust: bool = False) -> dict[str, Any]:
+def read_checkpoint(path: Path, config: dict[str, Any], trust: bool = False,
+                    added: dict[str, Any] | None = None) -> dict[str, Any]:
     """Reads a checkpoint to resume from and checks that it belongs to this run, before anything is built.
 
     Args:
         path: The ``--resume`` file.
         config: This run's flat settings (``run_settings``).
         trust: Read the file with the full unpickler (``--trust_checkpoint``).
+        added: This run's method's ``added_settings`` (see ``check_settings``).
 
     Raises:
         IncompleteFile: The file is cut short; the message names the newest complete checkpoint beside it.
@@ -140,7 +149,7 @@ def read_checkpoint(path: Path, config: dict[str, Any], trust: bool = False) -> 
         raise UsageError(f"--resume {path} holds {describe_contents(ckpt)}, not a training checkpoint "
                          "(train.py writes checkpoint.pth in its --output_dir)")
     if ours is not None:
-        check_settings(ours, path, config)
+        check_settings(ours, path, config, added)
     return ckpt
 
 

@@ -82,9 +82,11 @@ class Trainer:
         self.out = Path(cfg.output_dir)
         check_on_main(ctx, lambda: prepare_output_dir(self.out, resuming=bool(cfg.resume)))
         self.config = run_settings(method, cfg)
+        method_class = entry_for_config(method)[1].method_class()
         # Read before the data and models are built, so that a wrong file is reported at once.
-        resumed = read_checkpoint(Path(cfg.resume), self.config, cfg.trust_checkpoint) if cfg.resume else None
-        self.policy = policy = entry_for_config(method)[1].method_class().make_policy(method, cfg)
+        resumed = read_checkpoint(Path(cfg.resume), self.config, cfg.trust_checkpoint,
+                                  method_class.added_settings) if cfg.resume else None
+        self.policy = policy = method_class.make_policy(method, cfg)
         self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path, ctx.device)
         # The backends that cut views with gpu_augment take the resampler.
         options = {"resampler": cfg.crop_resampler} if self.pipeline_name in ("ffcv", "nvjpeg") else {}

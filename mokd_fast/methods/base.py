@@ -106,6 +106,10 @@ class Method(nn.Module):
     # batch)`` gives the step's unavoidable pieces (--parts; None: no bound).
     official_cuda_precision: ClassVar[str] = "fp32"
     parts_module: ClassVar[str | None] = None
+    # Settings added after the method first wrote checkpoints, with the value its older code behaved
+    # as: a resume reads a file without them as having that value, so it is refused (and says why)
+    # exactly when the setting now differs.
+    added_settings: ClassVar[dict[str, Any]] = {}
     policy: MultiCropPolicy
 
     def __init__(self, cfg: Any, train: Any) -> None:

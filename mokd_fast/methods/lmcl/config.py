@@ -16,6 +16,7 @@ from mokd_fast.methods.common.recipes import SGDRecipe
 
 META_MODES = ("on", "off")
 MEMORY_MODES = ("bank", "batch")
+POSITIVE_DRAWS = ("official", "others")
 
 
 @dataclass
@@ -39,6 +40,10 @@ class LMCLConfig:
     beta: float = setting(0.01, "Weight of icl, the inter-network contrast (official --beta).")
     lam: float = setting(1.0, "Weight of sicl, the KL between the inter-network distributions (official --lam).")
     pos_k: int = setting(1, "Same-class positives drawn per image (official --pos_k).")
+    positive_draw: str = setting(
+        "official", "How the positives are drawn: official (--pos_k distinct images of the whole class, the image "
+        "itself included, as the official sampler) or others (with replacement, never the image itself; this "
+        "project's law before 2026-12-04).", choices=POSITIVE_DRAWS)
     neg_k: int = setting(8192, "Other-class negatives drawn per image, with replacement (official --neg_k).")
     nce_momentum: float = setting(0.5, "Weight of the old memory row in the memory update (official --nce_m).")
     official_vcl: bool = setting(

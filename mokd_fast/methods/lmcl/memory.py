@@ -1,9 +1,9 @@
 """L-MCL's per-network memory banks of the training set, and the class-aware index sampler, on the device.
 
 The official code keeps ``memory_i`` ``[N, 128]`` per network (uniform in +-1/sqrt(128/3), not
-normalised at first), and its dataset draws, per image and in numpy on the loader workers, one other
-image of the same class and 8,192 images of other classes (with replacement). Here the sampler is a
-device-side index table (the training set's indices sorted by class, each class's start and count),
+normalised at first), and its dataset draws, per image and in numpy on the loader workers, one image
+of the same class (the image itself among them) and 8,192 images of other classes (with replacement).
+Here the sampler is a device-side index table (the training set's indices sorted by class, each class's start and count),
 so the draws are a few tensor ops per step, seeded by (seed, step) so a resumed run draws the same.
 """
 
@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from mokd_fast.methods.common.queue import gather_rows
+from mokd_fast.methods.lmcl.config import POSITIVE_DRAWS
 
 
 class MemoryBanks(nn.Module):
@@ -61,7 +62,7 @@ class MemoryBanks(nn.Module):
 
 
 class ClassSampler(nn.Module):
-    """Draws, per image, ``pos_k`` other images of its class and ``neg_k`` images of other classes (with replacement).
+    """Draws, per image, ``pos_k`` images of its class and ``neg_k`` images of other classes (with replacement).
 
     Args:
         labels: ``[N]`` class index of every training image, in dataset-index order.
@@ -80,15 +81,22 @@ class ClassSampler(nn.Module):
             self.register_buffer(name, value, persistent=False)
 
     def sample(self, own: torch.Tensor, pos_k: int, neg_k: int, seed: int, step: int, rank: int = 0,
-               world: int = 1) -> torch.Tensor:
+               world: int = 1, positives: str = "official") -> torch.Tensor:
         """``[B, 1 + pos_k + neg_k]``: the own indices, then the positives, then the negatives.
 
         The uniform draws are made for the whole global batch and this rank takes its rows, so the
-        indices do not depend on how the batch is split across ranks. A class of one image has no
-        other member: its positive is the image itself.
+        indices do not depend on how the batch is split across ranks.
+
+        Args:
+            positives: ``official``: ``pos_k`` distinct members of the image's whole class, the image
+                itself included (the official ``np.random.choice(cls_positive[target], pos_k,
+                replace=False)``: the image is its own positive with probability ``pos_k / n_c``).
+                ``others``: ``pos_k`` draws with replacement from the class without the image (a
+                class of one image gives the image itself).
 
         Raises:
-            ValueError: Every image is of one class, so there is no negative to draw.
+            ValueError: Every image is of one class, so there is no negative to draw; or, for
+                ``official``, a class has fewer than ``pos_k`` images (where numpy raises too).
         """
         n = self.labels.shape[0]
         cls = self.labels[own]  # [B]
@@ -99,12 +107,41 @@ class ClassSampler(nn.Module):
         rows = slice(rank * own.shape[0], (rank + 1) * own.shape[0])
         u_pos = torch.rand(world * own.shape[0], pos_k, generator=gen, device=own.device)[rows]
         u_neg = torch.rand(world * own.shape[0], neg_k, generator=gen, device=own.device)[rows]
-        others = (count - 1).clamp_min(1)[:, None]
-        r = (u_pos * others).long().clamp_max(others - 1)  # [B, pos_k] in [0, count - 1)
-        r = r + (r >= self.rank[own][:, None]).long()  # skip the image itself
-        r = torch.where(count[:, None] > 1, r, self.rank[own][:, None])
-        positives = self.order[start[:, None] + r]
+        if positives == "official":
+            r = self._distinct(u_pos, count)
+        elif positives == "others":
+            r = self._others(u_pos, count, self.rank[own])
+        else:
+            raise ValueError(f"positives must be one of {', '.join(POSITIVE_DRAWS)}, got {positives!r}")
         outside = (n - count)[:, None]
         v = (u_neg * outside).long().clamp_max(outside - 1)  # [B, neg_k] in [0, N - count)
         v = v + (v >= start[:, None]).long() * count[:, None]  # skip the class's block of the sorted order
-        return torch.cat([own[:, None], positives, self.order[v]], dim=1)
+        return torch.cat([own[:, None], self.order[start[:, None] + r], self.order[v]], dim=1)
+
+    @staticmethod
+    def _distinct(u: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` distinct ranks within each class, uniform over ordered K-tuples (sampling without replacement).
+
+        Draw j picks a rank among the ``count - j`` not yet taken, then steps over the taken ones in
+        increasing order, so each of them is passed once.
+        """
+        k = u.shape[1]
+        if bool((count < k).any()):
+            raise ValueError(f"--pos_k {k} needs every class to hold at least {k} images; the smallest holds "
+                             f"{int(count.min())} (the official sampler fails there too)")
+        picks = []
+        for j in range(k):
+            r = (u[:, j] * (count - j)).long().clamp_max(count - j - 1)  # [B] in [0, count - j)
+            if picks:
+                for taken in torch.sort(torch.stack(picks, 1), dim=1).values.unbind(1):
+                    r = r + (r >= taken).long()
+            picks.append(r)
+        return torch.stack(picks, 1)
+
+    @staticmethod
+    def _others(u: torch.Tensor, count: torch.Tensor, own_rank: torch.Tensor) -> torch.Tensor:
+        """``[B, K]`` ranks drawn with replacement from the class without the image itself."""
+        others = (count - 1).clamp_min(1)[:, None]
+        r = (u * others).long().clamp_max(others - 1)  # [B, K] in [0, count - 1)
+        r = r + (r >= own_rank[:, None]).long()  # skip the image itself
+        return torch.where(count[:, None] > 1, r, own_rank[:, None])

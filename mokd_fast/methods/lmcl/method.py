@@ -76,6 +76,7 @@ class LMCL(Method):
     name = "lmcl"
     configs = (LMCLConfig, LMCLTrainConfig)
     needs_labels = True
+    added_settings = {"positive_draw": "others"}  # the law before 2026-12-04
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +209,7 @@ class LMCL(Method):
                 rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() \
                     else (0, 1)
                 idx = self.sampler.sample(batch.indices, cfg.pos_k, cfg.neg_k, self.train_cfg.seed, info.step, rank,
-                                          world)  # [B, 1 + pos_k + neg_k]
+                                          world, cfg.positive_draw)  # [B, 1 + pos_k + neg_k]
             weights = self.pair_weights([[f.detach() for f in fs] for fs in feats])
             terms = lmcl_classification_losses(logits, aggregated, batch.labels, cfg.kd_temperature)
             terms |= self._contrast(embedded, weights, batch.labels, idx)
