@@ -97,3 +97,36 @@ def test_knn_every_without_data_is_refused(photo_folder, tmp_path, capsys):
     status = train_main([*TINY_RUN_FLAGS, "--data_path", str(photo_folder), "--output_dir", str(tmp_path),
                          "--knn_every", "1"])
     assert status != 0 and "--knn_every needs --knn_data" in capsys.readouterr().err
+
+
+def test_refreshed_batchnorm_is_the_split_statistics_on_a_copy(labelled_folder) -> None:
+    """``--knn_bn refresh``: the copy's first BatchNorm holds the mean and (unbiased) variance of its input over
+    the whole train split (one batch here, so exactly), and the network the run trains keeps its buffers."""
+    import torchvision.models as tvm
+
+    from mokd_fast.eval.bn_refresh import with_fresh_batchnorm
+    from mokd_fast.eval.data import open_split, split_batches
+    from mokd_fast.eval.extract import ExtractSettings
+    from mokd_fast.eval.features import FeatureNet
+    from mokd_fast.models.weights import LoadedBackbone
+
+    torch.manual_seed(0)
+    backbone = tvm.resnet18()
+    backbone.fc = torch.nn.Identity()
+    backbone.eval()
+    net = FeatureNet(LoadedBackbone(backbone, "cnn", "cnn", 0, None))
+    split = open_split(labelled_folder / "train")
+    settings = ExtractSettings(32, 37, 64, 0, bf16=False, channels_last=False)
+    fresh = with_fresh_batchnorm(net, split, settings, torch.device("cpu"))
+    assert torch.equal(backbone.bn1.running_mean, torch.zeros(64)) and torch.equal(backbone.bn1.running_var, torch.ones(64))
+    images, _, index = next(split_batches(split, 32, 37, False, 64, 0, 1, torch.device("cpu"), 0))
+    images = images[index >= 0]  # all 16 images, without the padding
+    assert len(images) == 16
+    with torch.no_grad():
+        conv = backbone.conv1(images)  # [16, 64, 16, 16]
+    torch.testing.assert_close(fresh.backbone.bn1.running_mean, conv.mean(dim=(0, 2, 3)), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fresh.backbone.bn1.running_var, conv.var(dim=(0, 2, 3), unbiased=True), rtol=1e-4,
+                               atol=1e-6)
+    assert not fresh.backbone.training and not fresh.backbone.bn1.training
+    with torch.no_grad():
+        assert not torch.allclose(fresh(images), net(images))  # the features do change

@@ -3,10 +3,13 @@
 import json
 import math
 
+import pytest
+
 from mokd_fast.bench.learning_proof import main, recipe_path
 from mokd_fast.methods import METHODS
 
-TINY = ["--train_per_class", "6", "--val_per_class", "3", "--knn_k", "5"]
+TINY = ["--train_per_class", "6", "--val_per_class", "3", "--knn_k", "5", "--gate_samples", "16", "--gate_top1", "0",
+        "--gate_knn_max", "100"]
 SHORT_RUN = ["--", "--max_steps", "4", "--batch_size_per_gpu", "8", "--log_every", "2", "--num_workers", "0"]
 
 
@@ -23,7 +26,21 @@ def test_a_short_run_writes_the_whole_record(tmp_path, capsys) -> None:
         assert record["gain"][name] == record["trained_knn"][name] - record["random_init_knn"][name]
         assert 0 <= record["final_monitors"][f"teacher_{name}_spread"]
     assert record["settings"]["arch_cnn"] == "resnet18" and record["train_flags"] == SHORT_RUN[1:]
+    gates = record["gates"]
+    assert gates["random_init"]["passed"] and gates["supervised"]["passed"] and gates["supervised"]["backbone"] == "cnn"
+    assert gates["random_init"]["knn_top1"] == record["random_init_knn"]  # built as train.py builds it: same weights
+    assert gates["supervised"]["samples"] >= 16 and record["difficulty"] == 0 and record["knn_bn"] == "running"
     assert "k-NN top-1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("flag", "value", "which"), [("--gate_knn_max", "-1", "gate 1"), ("--gate_top1", "101", "gate 2")])
+def test_a_failed_gate_stops_the_proof_before_pre_training(tmp_path, capsys, flag, value, which) -> None:
+    out = tmp_path / "proof"
+    assert main(["--out", str(out), *TINY, flag, value, *SHORT_RUN]) == 1
+    record = json.loads((out / "learning.json").read_text())
+    assert not record["learned"] and not (out / "run").exists()
+    assert [g["passed"] for g in record["gates"].values()] == ([False] if which == "gate 1" else [True, False])
+    assert f"GATE FAILED: {which}" in capsys.readouterr().out
 
 
 def test_a_collapsed_run_is_not_called_learned(tmp_path, capsys) -> None:

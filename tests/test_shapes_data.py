@@ -48,3 +48,18 @@ def test_splits_are_disjoint_and_pixels_barely_tell_the_class(tmp_path) -> None:
     assert len(train) == 300 and len(val) == 100 and not train & val
     assert sorted(p.name for p in (data / "train").iterdir() if p.is_dir()) == sorted(CLASSES)
     assert pixel_knn(data, k=10) < 25.0  # chance is 10%; the full-size set measures 11% (docs/benchmarks.md)
+
+
+def test_difficulty_zero_is_two_solid_colours_apart_in_luma_and_harder_levels_add_texture() -> None:
+    for i in range(20):
+        image = np.asarray(render("square", np.random.default_rng((5, i)), 64, difficulty=0), dtype=np.float32)
+        luma = image @ (np.array([0.299, 0.587, 0.114]) / 255)  # [64, 64]; the square covers >= 10% of it
+        low, high = np.percentile(luma, [3, 97])
+        assert high - low > 0.2, i  # shape and background 0.25 apart in luma, less the noise
+        corners = (image[:4, :4], image[:4, -4:], image[-4:, :4], image[-4:, -4:])
+        assert min(c.std(axis=(0, 1)).max() for c in corners) < 12  # a solid background with light noise
+    textured = [np.asarray(render("square", np.random.default_rng((5, i)), 64, difficulty=2), dtype=np.float32)
+                for i in range(20)]
+    assert np.mean([t[:16, :16].std(axis=(0, 1)).max() for t in textured]) > 12
+    with pytest.raises(ValueError, match="difficulty must be one of"):
+        render("square", np.random.default_rng(0), 64, difficulty=3)

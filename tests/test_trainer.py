@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from mokd_fast.cli import main as train_main
+from mokd_fast.methods.common.schedules import cosine_schedule
 from mokd_fast.methods.mokd.losses import OFFICIAL_LOSS_STATE, MOKDCriterion
 from tests.conftest import TINY_RUN_FLAGS
 
@@ -193,3 +194,29 @@ def test_log_rates_leave_out_checkpoint_writes() -> None:
     meter.outside(10.0)
     rate, _ = meter.window(samples_per_step=4)
     assert 3.9 < rate < 4.1 and meter.run_outside == 10.0
+
+
+def test_epoch_length_puts_every_schedule_on_its_own_clock_and_resumes_exactly(photo_folder, tmp_path):
+    """``--epoch_length 3 --epochs 3``: 9 steps over passes of 4 batches. The lr warm-up and cosine, the
+    teacher-temperature warm-up and the keepers follow epochs of 3 steps, the data stream on across
+    passes, and a run stopped mid-pass and mid-epoch resumes to the uninterrupted run's state."""
+    flags = ["--epochs", "3", "--epoch_length", "3", "--saveckp_freq", "2", "--tensorboard", "False",
+             "--warmup_teacher_temp", "0.02", "--teacher_temp", "0.05"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    assert train_main(_flags(photo_folder, whole, *flags)) == 0
+    lines = [json.loads(line) for line in (whole / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 10))
+    assert [line["epoch"] for line in lines] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    lr = cosine_schedule(5e-4 * 4 / 256, 1e-5, 3, 3, 1)  # the official formula, 3 epochs of 3 steps
+    assert [line["lr_vit"] for line in lines] == pytest.approx(lr.tolist(), rel=1e-12)
+    assert [line["teacher_temp_cnn"] for line in lines] == pytest.approx([0.02] * 3 + [0.05] * 6)
+    assert sorted(p.name for p in whole.glob("checkpoint*.pth")) == ["checkpoint.pth", "checkpoint0000.pth",
+                                                                    "checkpoint0002.pth"]
+    assert _load(whole / "checkpoint0000.pth")["mokd_fast"]["step"] == 3
+    assert train_main(_flags(photo_folder, parts, *flags, "--max_steps", "5")) == 0
+    assert train_main(_flags(photo_folder, parts, *flags, "--resume", str(parts / "checkpoint.pth"))) == 0
+    _assert_same_training_state(_load(whole / "checkpoint.pth"), _load(parts / "checkpoint.pth"))
+    resumed = [json.loads(line) for line in (parts / "log.jsonl").read_text().splitlines()]
+    assert [r["loss_vit"] for r in resumed] == [line["loss_vit"] for line in lines]
+    assert train_main(_flags(photo_folder, tmp_path / "other", *flags[:2], "--epoch_length", "2", "--resume",
+                             str(parts / "checkpoint.pth"))) == 2

@@ -1,11 +1,15 @@
 """``tools/learning_proof.py``: evidence that pre-training learns, on generated data where learning must show.
 
-It writes the shapes dataset (``mokd_fast.sample_data.shapes``: the class is the outline, colour, texture, placement
-and clutter are nuisance), measures how far raw pixels and the randomly initialised eval backbones
-get by weighted k-NN, pre-trains with ``train.py`` (the real pipelines, engine and method, with the
-periodic k-NN on the same splits), and writes ``OUT/learning.json``. The exit status is 1 when an eval
-backbone gains fewer than ``--min_gain`` k-NN points over its random initialisation, or the run
-showed collapse, so the proof can gate a release.
+It writes the shapes dataset (``mokd_fast.sample_data.shapes``: the class is the outline, colour and
+placement are nuisance), measures how far raw pixels get by weighted k-NN, then runs two gates
+before any pre-training (``proof_gates``): the randomly initialised eval backbones' k-NN must be at
+most ``--gate_knn_max`` (the data are hard for random features), and a plain supervised run of the
+first eval backbone from the same initialisation must reach ``--gate_top1`` held-out top-1 within
+``--gate_samples`` images (the data and pipeline can be learnt). A failed gate stops the proof and
+says which. Then it pre-trains with ``train.py`` (the real pipelines, engine and method, with the
+periodic k-NN on the same splits) and writes ``OUT/learning.json``. The exit status is 1 when a gate
+fails, an eval backbone gains fewer than ``--min_gain`` k-NN points over its random initialisation,
+or the run showed collapse, so the proof can gate a release.
 """
 
 import argparse
@@ -20,7 +24,7 @@ import yaml
 
 from mokd_fast.core.errors import UsageError
 from mokd_fast.methods import METHODS
-from mokd_fast.sample_data.shapes import CLASSES, write_split
+from mokd_fast.sample_data.shapes import CLASSES, DIFFICULTIES, write_split
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs"  # mokd_fast/bench/ -> the repository
 MONITOR_SUFFIXES = ("_mean_entropy", "_sample_entropy", "_distinct", "_spread")
@@ -44,6 +48,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train_per_class", type=int, default=300, help="Training images per class.")
     parser.add_argument("--val_per_class", type=int, default=60, help="Validation images per class.")
     parser.add_argument("--image_size", type=int, default=64, help="Side of the generated images.")
+    parser.add_argument("--difficulty", type=int, default=0, choices=DIFFICULTIES,
+                        help="Nuisance of the shapes data: 0 solid colours, 1 textures, 2 textures and clutter.")
+    parser.add_argument("--gate_knn_max", type=float, default=30.0,
+                        help="Gate 1: highest k-NN top-1 an eval backbone may have at its random initialisation.")
+    parser.add_argument("--gate_samples", type=int, default=20_000,
+                        help="Gate 2: training images the supervised run may see.")
+    parser.add_argument("--gate_top1", type=float, default=90.0,
+                        help="Gate 2: held-out top-1 the supervised run must reach.")
     parser.add_argument("--knn_k", type=int, default=20, help="Neighbours of every k-NN.")
     parser.add_argument("--knn_every", type=int, default=0,
                         help="Epochs between the k-NN evaluations; 0: about six over the run.")
@@ -54,15 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_data(folder: Path, seed: int, train_per_class: int, val_per_class: int, size: int) -> Path:
+def write_data(folder: Path, seed: int, train_per_class: int, val_per_class: int, size: int,
+               difficulty: int = 0) -> Path:
     """``folder/train`` and ``folder/val`` ImageFolders; val is drawn from another seed, so no image repeats."""
     marker = folder / "settings.json"
     settings = {"seed": seed, "train_per_class": train_per_class, "val_per_class": val_per_class, "size": size,
-                "classes": list(CLASSES)}
+                "classes": list(CLASSES), "difficulty": difficulty}
     if marker.is_file() and json.loads(marker.read_text()) == settings:
         return folder  # already written with these settings
-    write_split(folder / "train", train_per_class, 2 * seed, size)
-    write_split(folder / "val", val_per_class, 2 * seed + 1, size)
+    write_split(folder / "train", train_per_class, 2 * seed, size, difficulty=difficulty)
+    write_split(folder / "val", val_per_class, 2 * seed + 1, size, difficulty=difficulty)
     marker.write_text(json.dumps(settings))
     return folder
 
@@ -125,7 +138,8 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     if args.method == "seed" and "--teacher" not in train_flags:
         train_flags = ["--teacher", str(_mokd_teacher(args, out)), *train_flags]
     tick = time.perf_counter()
-    data = write_data(out / "data", args.seed, args.train_per_class, args.val_per_class, args.image_size)
+    data = write_data(out / "data", args.seed, args.train_per_class, args.val_per_class, args.image_size,
+                      args.difficulty)
     data_seconds = time.perf_counter() - tick
     from mokd_fast.bench.pixel_knn import (
         pixel_knn,  # torch: only once the flags are good
@@ -138,8 +152,23 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     flags = ["--method", args.method, "--config", str(recipe), "--data_path", str(data / "train"),
              "--output_dir", str(run), "--knn_data", str(data), "--knn_k", str(args.knn_k),
              "--seed", str(args.seed), "--device", args.device, *train_flags]
-    epochs = parse_config([*flags, "--knn_every", "1"])[0].epochs
-    flags += ["--knn_every", str(args.knn_every or max(1, epochs // 6))]
+    method_cfg, run_cfg = parse_config([*flags, "--knn_every", "1"])
+    flags += ["--knn_every", str(args.knn_every or max(1, method_cfg.epochs // 6))]
+    common = {"method": args.method, "device": args.device, "seed": args.seed, "recipe": str(recipe),
+              "train_flags": train_flags, "classes": list(CLASSES), "train_per_class": args.train_per_class,
+              "val_per_class": args.val_per_class, "image_size": args.image_size, "difficulty": args.difficulty,
+              "knn_k": args.knn_k, "knn_bn": run_cfg.knn_bn, "pixel_knn": pixels}
+    gates = run_gates(args, method_cfg, run_cfg, data)
+    failed = [g for g in gates.values() if not g["passed"]]
+    if failed:
+        record = {**common, "gates": gates, "learned": False, "date": time.strftime("%Y-%m-%d"),
+                  "seconds": round(time.perf_counter() - start, 1)}
+        for path in (out / "learning.json", *([Path(args.json)] if args.json else [])):
+            path.write_text(json.dumps(record, indent=2) + "\n")
+        for gate in failed:
+            print(f"GATE FAILED: {gate['what']}: the data or the pipeline is broken, not the method; no "
+                  f"pre-training was run; wrote {out / 'learning.json'}")
+        return 1
     if (run / "checkpoint.pth").exists():
         flags += ["--resume", str(run / "checkpoint.pth")]
     tick = time.perf_counter()
@@ -152,10 +181,7 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     gains = {n: result["trained_knn"][n] - result["random_init_knn"][n] for n in result["trained_knn"]}
     learned = all(g >= args.min_gain for g in gains.values()) and not summary.get("collapse_warning")
     record = {
-        "method": args.method, "device": args.device, "seed": args.seed, "recipe": str(recipe),
-        "train_flags": train_flags, "classes": list(CLASSES), "train_per_class": args.train_per_class,
-        "val_per_class": args.val_per_class, "image_size": args.image_size, "knn_k": args.knn_k,
-        "pixel_knn": pixels, **result, "gain": gains, "min_gain": args.min_gain, "learned": learned,
+        **common, "gates": gates, **result, "gain": gains, "min_gain": args.min_gain, "learned": learned,
         "collapse_warning": summary.get("collapse_warning"), "steps": summary["steps"],
         "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1),
@@ -169,3 +195,45 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
               f"{result['trained_knn'][name]:.2f}% trained ({gains[name]:+.2f} points; needed {args.min_gain:+.1f})")
     print(f"{'LEARNED' if learned else 'NOT LEARNED'} in {record['seconds']:.0f} s; wrote {out / 'learning.json'}")
     return 0 if learned else 1
+
+
+def run_gates(args: argparse.Namespace, method_cfg: Any, run_cfg: Any, data: Path) -> dict[str, dict[str, Any]]:
+    """Both gates on the method built exactly as ``train.py`` builds it (same seed, so the same initial weights).
+
+    Returns:
+        ``{"random_init": {...}, "supervised": {...}}``, each with ``passed`` and ``what`` (one line).
+    """
+    import torch
+
+    from mokd_fast.bench.proof_gates import SupervisedGate, supervised_run
+    from mokd_fast.core.distributed import DistContext
+    from mokd_fast.engine.trainer import seed_everything
+    from mokd_fast.eval.data import open_splits
+    from mokd_fast.eval.periodic import PeriodicKNN
+    from mokd_fast.methods import build_method, entry_for_config
+
+    device = torch.device(args.device)
+    method_class = entry_for_config(method_cfg)[1].method_class()
+    train_split, val_split, _ = open_splits(data)
+    seed_everything(run_cfg.seed)
+    model = build_method(method_cfg, run_cfg, train_split.labels if method_class.needs_labels else None).to(device)
+    size = run_cfg.knn_input_size or method_class.make_policy(method_cfg, run_cfg).global_views[0].size
+    knn = PeriodicKNN(str(data), 1, args.knn_k, size, run_cfg.batch_size_per_gpu, run_cfg.num_workers,
+                      DistContext(0, 1, 0, device), run_cfg.knn_bn)(model)
+    top1 = {k.removeprefix("knn_").removesuffix("_top1"): v for k, v in knn.items() if k.endswith("_top1")}
+    worst = max(top1, key=top1.get)
+    random_init = {"passed": top1[worst] <= args.gate_knn_max, "knn_top1": top1, "max": args.gate_knn_max,
+                   "what": f"gate 1: {worst}'s k-NN top-1 at random initialisation is {top1[worst]:.1f}% "
+                           f"(at most {args.gate_knn_max:g}% passes)"}
+    print(random_init["what"])
+    if not random_init["passed"]:
+        return {"random_init": random_init}
+    name, (backbone, kind) = next(iter(model.eval_backbones().items()))
+    gate = SupervisedGate(samples=args.gate_samples, target=args.gate_top1)
+    supervised = supervised_run(backbone, kind, train_split, val_split, len(CLASSES), size, device,
+                                run_cfg.num_workers, gate, seed=args.seed)
+    supervised |= {"backbone": name, "what": f"gate 2: supervised {name} reached {supervised['top1']:.1f}% held-out "
+                   f"top-1 in {supervised['samples']} images (at least {args.gate_top1:g}% within "
+                   f"{args.gate_samples} passes)"}
+    print(supervised["what"])
+    return {"random_init": random_init, "supervised": supervised}

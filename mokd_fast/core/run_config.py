@@ -12,6 +12,7 @@ from pipelines.policy import RESAMPLERS
 PIPELINES = ("auto", "torchvision", "ffcv", "dali", "nvjpeg")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
+KNN_BN_MODES = ("running", "refresh")
 
 
 @dataclass
@@ -42,8 +43,16 @@ class RunConfig:
     dist_url: str = setting("env://", "torch.distributed init method; env:// reads torchrun's variables.")
     device: str = setting("auto", "Training device; auto picks CUDA when available.", choices=DEVICES)
     max_steps: int = setting(0, "Stop (with a checkpoint) after this many global steps; 0 runs all epochs.")
+    epoch_length: int = setting(
+        0, "Steps in a schedule epoch; 0: one pass over the data (official). N > 0 counts every epoch setting "
+        "(--epochs, the lr, weight-decay and teacher-temperature warm-ups, --freeze_last_layer, lr milestones, "
+        "the EMA and lr cosines, --knn_every, --saveckp_freq) in units of N steps while the data keep streaming "
+        "epoch after epoch, so a short run gets complete schedules: --epoch_length 1 gives them in steps, "
+        "--epochs 100 --epoch_length RUN_STEPS/100 in percent of the run (DINOv2's OFFICIAL_EPOCH_LENGTH).")
     log_every: int = setting(10, "Steps between log.jsonl lines (each costs one host-device sync).")
-    ckpt_every_steps: int = setting(1000, "Steps between checkpoint.pth writes (also written at each epoch end); 0: epoch ends only.")
+    ckpt_every_steps: int = setting(
+        1000, "Steps between checkpoint.pth writes (also written after each pass over the data and with each "
+        "--saveckp_freq keeper); 0: only those.")
     resume: str = setting("", "Checkpoint to continue from (ours: exact step; an official one: its epoch).")
     trust_checkpoint: bool = setting(
         False, "Read --resume and --teacher with Python's full unpickler, which runs any code a .pth file carries: "
@@ -69,6 +78,11 @@ class RunConfig:
                             "tools/convert_dataset.py outputs), as tools/eval_knn.py --data_path.")
     knn_k: int = setting(20, "Neighbours of the periodic k-NN (DINO's weighted voting, temperature 0.07).")
     knn_input_size: int = setting(0, "Centre-crop side of the periodic k-NN; 0: the global crop size.")
+    knn_bn: str = setting(
+        "running", "BatchNorm statistics of the periodic k-NN: running (the backbone's own buffers, as "
+        "tools/eval_knn.py) or refresh (recomputed on the k-NN train split's clean images first, on a copy: a random "
+        "initialisation's buffers describe no real activations, so the learning proof reads every network this way).",
+        choices=KNN_BN_MODES)
     tensorboard: bool = setting(True, "Write TensorBoard events to output_dir/tb when tensorboard is installed.")
     collapse_window: int = setting(
         5, "Log lines in a row that must show collapse (one prototype for every image, uniform outputs, or embeddings "
@@ -78,12 +92,13 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         require_min(self, 1, "batch_size_per_gpu", "log_every", "saveckp_freq")
-        require_min(self, 0, "num_workers", "max_steps", "ckpt_every_steps", "knn_every", "knn_input_size")
+        require_min(self, 0, "num_workers", "max_steps", "epoch_length", "ckpt_every_steps", "knn_every",
+                    "knn_input_size")
         require(self.knn_k >= 1, f"--knn_k must be >= 1, got {self.knn_k}")
         require(self.collapse_window >= 1, f"--collapse_window must be >= 1, got {self.collapse_window}")
         require(not self.knn_every or bool(self.knn_data), "--knn_every needs --knn_data (a folder with train and val splits)")
         for name, allowed in (("pipeline", PIPELINES), ("crop_resampler", RESAMPLERS), ("precision", PRECISIONS),
-                              ("device", DEVICES)):
+                              ("device", DEVICES), ("knn_bn", KNN_BN_MODES)):
             require(getattr(self, name) in allowed, f"--{name} {getattr(self, name)!r}: choose from {allowed}")
         if self.use_fp16 is not None:
             implied = "fp16" if self.use_fp16 else "fp32"

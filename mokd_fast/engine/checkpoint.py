@@ -71,8 +71,15 @@ def build_checkpoint(
     iters_per_epoch: int,
     rng_states: list[dict[str, Any]],
     config: dict[str, Any],
+    data_steps: int | None = None,
 ) -> dict[str, Any]:
-    """The checkpoint dict after ``step`` completed steps."""
+    """The checkpoint dict after ``step`` completed steps.
+
+    Args:
+        iters_per_epoch: Steps in a schedule epoch.
+        data_steps: Steps in one pass over the data (default ``iters_per_epoch``: they differ only
+            under ``--epoch_length``).
+    """
     epoch, batch = divmod(step, iters_per_epoch)
     ckpt = model.checkpoint_state()
     ckpt["epoch"] = epoch
@@ -85,6 +92,7 @@ def build_checkpoint(
         "epoch": epoch,
         "batch_in_epoch": batch,
         "iters_per_epoch": iters_per_epoch,
+        "data_steps": data_steps or iters_per_epoch,
         "rng": rng_states,
         "config": config,
     }
@@ -160,6 +168,7 @@ def load_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     scalers: dict[str, GradScaler] | None,
     iters_per_epoch: int,
+    data_steps: int | None = None,
 ) -> tuple[int, list[dict[str, Any]] | None]:
     """Puts a checkpoint from ``read_checkpoint`` into the built model, optimisers and scalers.
 
@@ -173,11 +182,14 @@ def load_checkpoint(
         UsageError: Other iterations per epoch, or state that does not fit this model.
     """
     ours = ckpt.get("mokd_fast")
-    if ours is not None and ours["iters_per_epoch"] != iters_per_epoch:
+    data_steps = data_steps or iters_per_epoch
+    if ours is not None and (ours["iters_per_epoch"], ours.get("data_steps", ours["iters_per_epoch"])) != (
+            iters_per_epoch, data_steps):
         raise UsageError(
-            f"--resume {path}: it was written with {ours['iters_per_epoch']} steps per epoch, this run has "
-            f"{iters_per_epoch} (dataset size, batch size or number of processes changed); the schedules "
-            "would not line up"
+            f"--resume {path}: it was written with {ours['iters_per_epoch']} steps per epoch and "
+            f"{ours.get('data_steps', ours['iters_per_epoch'])} per pass over the data, this run has "
+            f"{iters_per_epoch} and {data_steps} (dataset size, batch size, number of processes or --epoch_length "
+            "changed); the schedules and the data order would not line up"
         )
     try:
         rest = model.load_checkpoint_state(ckpt)

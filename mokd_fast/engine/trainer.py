@@ -94,7 +94,8 @@ class Trainer:
         self.pipeline = PIPELINES[self.pipeline_name](data_path, policy, cfg.batch_size_per_gpu, ctx.world_size,
                                                       ctx.rank, cfg.seed, cfg.num_workers, ctx.device,
                                                       channels_last=channels_last, **options)
-        self.iters_per_epoch = len(self.pipeline)
+        self.data_steps = len(self.pipeline)  # steps in one pass over the data
+        self.iters_per_epoch = cfg.epoch_length or self.data_steps  # steps in a schedule epoch
         total = method.epochs * self.iters_per_epoch
         self.end_step = min(total, cfg.max_steps) if cfg.max_steps else total
 
@@ -108,7 +109,7 @@ class Trainer:
         self.start_step, rng_states = 0, None
         if resumed is not None:
             self.start_step, rng_states = load_checkpoint(resumed, Path(cfg.resume), self.model, self.optimizers,
-                                                          self.scalers, self.iters_per_epoch)
+                                                          self.scalers, self.iters_per_epoch, self.data_steps)
             del resumed  # the weights now live in the model and optimisers
         if rng_states is not None:
             restore_rng(rng_states[ctx.rank], ctx.device)
@@ -122,13 +123,16 @@ class Trainer:
         self.collapse_warning: str | None = None
         self.meter = Throughput()
         self.knn = PeriodicKNN(cfg.knn_data, cfg.knn_every, cfg.knn_k, cfg.knn_input_size or policy.global_views[0].size,
-                               cfg.batch_size_per_gpu, cfg.num_workers, ctx) if cfg.knn_every else None
+                               cfg.batch_size_per_gpu, cfg.num_workers, ctx, cfg.knn_bn) if cfg.knn_every else None
 
     def _batches(self) -> Iterator[tuple[int, int, MultiCropBatch]]:
-        """``(step, epoch, batch)`` from the start step to the end, timing the wait for each batch."""
-        first_epoch, first_batch = divmod(self.start_step, self.iters_per_epoch)
-        epochs = (self.pipeline.epoch(e, first_batch if e == first_epoch else 0)
-                  for e in range(first_epoch, self.method.epochs))
+        """``(step, schedule epoch, batch)`` from the start step to the end, timing the wait for each batch.
+
+        The data run pass after pass (each pass shuffled by its own index) whatever the schedule
+        epoch's length, so a resumed run sees the batches an uninterrupted one would.
+        """
+        first_pass, first_batch = divmod(self.start_step, self.data_steps)
+        epochs = (self.pipeline.epoch(e, first_batch if e == first_pass else 0) for e in itertools.count(first_pass))
         batches = itertools.islice(itertools.chain.from_iterable(epochs), self.end_step - self.start_step)
         for step in range(self.start_step, self.end_step):
             tick = time.perf_counter()
@@ -166,10 +170,11 @@ class Trainer:
                         self.collapse_warning = warning
                         collapsed = self.cfg.stop_on_collapse
                 epoch_end = done % self.iters_per_epoch == 0
+                keeper = epoch_end and (epoch % self.cfg.saveckp_freq == 0 or epoch == self.method.epochs - 1)
                 tick = time.perf_counter()
-                if (epoch_end or done == self.end_step or collapsed
+                if (done % self.data_steps == 0 or keeper or done == self.end_step or collapsed
                         or (self.cfg.ckpt_every_steps and done % self.cfg.ckpt_every_steps == 0)):
-                    self._save(done, epoch if epoch_end else None)
+                    self._save(done, epoch if keeper else None)
                 if self.knn and ((epoch_end and self.knn.due(epoch)) or done == self.end_step or collapsed):
                     log.evaluated({"step": done, "epoch": epoch, **self.knn(self.model)})
                 self.meter.outside(time.perf_counter() - tick)  # not training: out of the next log line's rate
@@ -194,19 +199,17 @@ class Trainer:
             "samples_per_s": rate, "data_wait": wait,
         }
 
-    def _save(self, done: int, finished_epoch: int | None) -> None:
-        """Writes checkpoint.pth (and the epoch's keeper); every rank takes part (RNG gather)."""
+    def _save(self, done: int, keeper_epoch: int | None) -> None:
+        """Writes checkpoint.pth (and ``checkpoint<keeper_epoch>.pth``); every rank takes part (RNG gather)."""
         self.guard.check(self.last_good)  # never save weights from after a non-finite step
         rng_states = gather_objects(self.ctx, capture_rng(self.ctx.device))
         latest = self.out / "checkpoint.pth"
         if self.ctx.is_main:
             ckpt = build_checkpoint(self.model, self.optimizers, self.scalers, done, self.iters_per_epoch,
-                                    rng_states, self.config)
+                                    rng_states, self.config, self.data_steps)
             atomic_save(ckpt, latest)
-            keep = finished_epoch is not None and (
-                finished_epoch % self.cfg.saveckp_freq == 0 or finished_epoch == self.method.epochs - 1)
-            if keep:
-                atomic_save(ckpt, self.out / f"checkpoint{finished_epoch:04}.pth")
+            if keeper_epoch is not None:
+                atomic_save(ckpt, self.out / f"checkpoint{keeper_epoch:04}.pth")
         self.last_good = f"The last good checkpoint is {latest} (step {done})"
 
     def _describe(self, log: RunLog) -> None:
@@ -214,7 +217,8 @@ class Trainer:
             f"{self.model.describe()} on "
             f"{self.ctx.world_size} x {self.ctx.device.type}, {self.precision}; {self.pipeline_name} pipeline, "
             f"{self.pipeline.num_images} images, "
-            f"{self.iters_per_epoch} steps/epoch of {self.cfg.batch_size_per_gpu} x {self.ctx.world_size}, crops "
+            f"{self.data_steps} steps/epoch of {self.cfg.batch_size_per_gpu} x {self.ctx.world_size}"
+            f"{f' (schedule epochs of {self.iters_per_epoch} steps)' if self.cfg.epoch_length else ''}, crops "
             f"{self.policy.summary()}; "
             f"steps {self.start_step} -> {self.end_step}; output {self.out}"
         )

@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING, Any
 import torch.nn.functional as F
 
 from mokd_fast.core.distributed import DistContext
+from mokd_fast.eval.bn_refresh import with_fresh_batchnorm
 from mokd_fast.eval.data import default_resize, open_splits
 from mokd_fast.eval.extract import ExtractSettings, extract_features
 from mokd_fast.eval.features import FeatureNet
@@ -32,11 +33,14 @@ class PeriodicKNN:
         batch_size: Images per batch and rank.
         num_workers: Loader workers.
         ctx: This process.
+        bn: ``running``: BatchNorm reads the backbone's running statistics (as the evaluation tools);
+            ``refresh``: statistics recomputed on the k-NN train split first (``bn_refresh``).
     """
 
     def __init__(self, data_path: str, every: int, k: int, input_size: int, batch_size: int, num_workers: int,
-                 ctx: DistContext) -> None:
+                 ctx: DistContext, bn: str = "running") -> None:
         self.train, self.val, val_to_train = open_splits(data_path)
+        self.bn = bn
         self.val_labels = val_to_train[self.val.labels]
         self.every, self.k, self.ctx = every, min(k, len(self.train)), ctx
         cuda = ctx.device.type == "cuda"
@@ -50,14 +54,16 @@ class PeriodicKNN:
     def __call__(self, model: "Method") -> dict[str, Any]:
         """``{knn_<name>_top1, knn_<name>_top5}`` per eval backbone (MOKD: cnn, vit) on rank 0, ``{}`` elsewhere.
 
-        Each backbone runs in eval mode (BatchNorm running statistics, as the evaluation tools) and
-        goes back to the mode it was in.
+        Each backbone runs in eval mode (BatchNorm running statistics, as the evaluation tools, or
+        refreshed ones on a copy) and goes back to the mode it was in.
         """
         out: dict[str, Any] = {}
         for name, (backbone, kind) in model.eval_backbones().items():
-            net = FeatureNet(LoadedBackbone(backbone, name, kind, 0, None), knn=True)
             was_training = backbone.training
             backbone.eval()
+            net = FeatureNet(LoadedBackbone(backbone, name, kind, 0, None), knn=True)
+            if self.bn == "refresh":
+                net = with_fresh_batchnorm(net, self.train, self.settings, self.ctx.device)
             feats = [extract_features(net, split, self.settings, self.ctx.rank, self.ctx.world_size,
                                       self.ctx.device)[0] for split in (self.train, self.val)]
             backbone.train(was_training)
