@@ -119,3 +119,20 @@ def test_the_learning_proofs_record_becomes_a_table() -> None:
                                "records": {"learning_mokd": record}})
     assert "## Learning proof (MOKD on the shapes data)" in text and "learned: False" in text
     assert "| cnn | 15.50 | 13.17 | -2.33 |" in text
+
+
+@pytest.mark.parametrize("smoke", [True, False], ids=["smoke", "real_run"])
+def test_only_a_real_run_cuts_a_part_on_the_clock(tmp_path, smoke) -> None:
+    """A part outlasting the budget (a busy 2-core machine) is cut and failed on a GPU run, never under --smoke."""
+    suite = gpu_suite.Suite(argparse.Namespace(
+        out=tmp_path / "out", smoke=smoke, quick=False, budget_s=1.5, work=tmp_path / "work", images=24, argv=[]))
+    part = gpu_suite.Part("slow", (0.0, 0.0), True, lambda s, z: [])
+    suite._run(part, [sys.executable, "-c", "import time; time.sleep(3)"])
+    suite.log.close()
+    assert suite.status["slow"]["status"] == ("ok" if smoke else "cut by budget")
+
+
+def test_a_smoke_run_has_no_budget_unless_given() -> None:
+    text = gpu_suite.markdown({"suite": {"date": "d", "command": "c", "elapsed_s": 1, "budget_s": None, "quick": False,
+                                         "smoke": True}, "status": {}, "records": {}})
+    assert "1 s of no budget (smoke" in text
