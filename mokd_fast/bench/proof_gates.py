@@ -9,6 +9,7 @@ broken, not the method.
 """
 
 import copy
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -30,7 +31,7 @@ class SupervisedGate:
         samples: Training images seen at most (the gate's budget).
         target: Held-out top-1 (percent) that passes.
         batch_size: Images per step.
-        lr: Adam learning rate of the backbone and the linear classifier.
+        lr: Adam's peak learning rate (backbone and linear classifier), cosine to 0 over ``samples``.
         eval_every: Training images between held-out evaluations.
     """
 
@@ -78,6 +79,8 @@ def supervised_run(backbone: nn.Module, kind: str, train: Split, val: Split, cla
         dim = _features(net, kind, probe).shape[1]
     head = nn.Linear(dim, classes).to(device)
     opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=gate.lr)
+    steps = math.ceil(gate.samples / gate.batch_size)
+    cosine = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     seen, curve, epoch = 0, [], 0
     while seen < gate.samples and not (curve and curve[-1]["top1"] >= gate.target):
         net.train()
@@ -88,6 +91,7 @@ def supervised_run(backbone: nn.Module, kind: str, train: Split, val: Split, cla
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            cosine.step()
             seen += len(labels)
             if seen // gate.eval_every > (seen - len(labels)) // gate.eval_every or seen >= gate.samples:
                 curve.append({"samples": seen, "top1": _top1(net, kind, head, val, size, device, num_workers)})
@@ -98,4 +102,4 @@ def supervised_run(backbone: nn.Module, kind: str, train: Split, val: Split, cla
     best = max(point["top1"] for point in curve)
     return {"passed": best >= gate.target, "top1": best, "samples": seen, "curve": curve,
             "seconds": round(time.perf_counter() - start, 1), "target": gate.target, "budget": gate.samples,
-            "batch_size": gate.batch_size, "optimizer": f"Adam lr {gate.lr}", "views": "random resized crop + flip"}
+            "batch_size": gate.batch_size, "optimizer": f"Adam lr {gate.lr}, cosine to 0", "views": "random resized crop + flip"}
