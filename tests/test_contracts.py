@@ -15,9 +15,9 @@ from mokd_fast.core.checkpoint_io import atomic_save
 from mokd_fast.core.distributed import DistContext
 from mokd_fast.core.run_config import RunConfig
 from mokd_fast.engine.checkpoint import (
-    check_settings,
     build_checkpoint,
     capture_rng,
+    check_settings,
     load_checkpoint,
     read_checkpoint,
 )

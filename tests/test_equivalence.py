@@ -192,8 +192,8 @@ def test_twelve_float64_steps_follow_the_official_transcription() -> None:
     ours = MOKD(cfg).to(torch.float64)
     ref = copy.deepcopy(ours)
     ref_losses = official_losses(cfg)
-    params = lambda m: [p for p in m.students.parameters() if p.requires_grad]  # noqa: E731
-    opt, ref_opt = torch.optim.SGD(params(ours), lr=0.05), torch.optim.SGD(params(ref), lr=0.05)
+    opt, ref_opt = (torch.optim.SGD([p for p in m.students.parameters() if p.requires_grad], lr=0.05)
+                    for m in (ours, ref))
     for step in range(12):
         crops = [c.double() for c in random_crops(cfg, batch=2, seed=100 + step)]
         terms = ours.loss_terms(crops, 1)

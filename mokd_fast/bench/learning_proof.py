@@ -163,8 +163,7 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     if failed:
         record = {**common, "gates": gates, "learned": False, "date": time.strftime("%Y-%m-%d"),
                   "seconds": round(time.perf_counter() - start, 1)}
-        for path in (out / "learning.json", *([Path(args.json)] if args.json else [])):
-            path.write_text(json.dumps(record, indent=2) + "\n")
+        _write_record(record, out, args)
         for gate in failed:
             print(f"GATE FAILED: {gate['what']}: the data or the pipeline is broken, not the method; no "
                   f"pre-training was run; wrote {out / 'learning.json'}")
@@ -188,13 +187,18 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
         "settings": yaml.safe_load((run / "config.yaml").read_text()),
         "torch": metadata.version("torch"), "date": time.strftime("%Y-%m-%d"),
     }
-    for path in (out / "learning.json", *([Path(args.json)] if args.json else [])):
-        path.write_text(json.dumps(record, indent=2) + "\n")
+    _write_record(record, out, args)
     for name in gains:
         print(f"{name}: k-NN top-1 {result['random_init_knn'][name]:.2f}% at random init -> "
               f"{result['trained_knn'][name]:.2f}% trained ({gains[name]:+.2f} points; needed {args.min_gain:+.1f})")
     print(f"{'LEARNED' if learned else 'NOT LEARNED'} in {record['seconds']:.0f} s; wrote {out / 'learning.json'}")
     return 0 if learned else 1
+
+
+def _write_record(record: dict[str, Any], out: Path, args: argparse.Namespace) -> None:
+    """``out/learning.json``, and ``--json`` when given."""
+    for path in (out / "learning.json", *([Path(args.json)] if args.json else [])):
+        path.write_text(json.dumps(record, indent=2) + "\n")
 
 
 def run_gates(args: argparse.Namespace, method_cfg: Any, run_cfg: Any, data: Path) -> dict[str, dict[str, Any]]:

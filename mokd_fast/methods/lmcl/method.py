@@ -1,6 +1,6 @@
 """L-MCL as an engine method: N classifiers with auxiliary stages, projection heads, an aggregator, memory banks."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -76,7 +76,7 @@ class LMCL(Method):
     name = "lmcl"
     configs = (LMCLConfig, LMCLTrainConfig)
     needs_labels = True
-    added_settings = {"positive_draw": "others"}  # the law before 2026-12-04
+    added_settings: ClassVar[dict[str, Any]] = {"positive_draw": "others"}  # the law before 2026-12-04
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
