@@ -118,7 +118,8 @@ def test_refreshed_batchnorm_is_the_split_statistics_on_a_copy(labelled_folder) 
     split = open_split(labelled_folder / "train")
     settings = ExtractSettings(32, 37, 64, 0, bf16=False, channels_last=False)
     fresh = with_fresh_batchnorm(net, split, settings, torch.device("cpu"))
-    assert torch.equal(backbone.bn1.running_mean, torch.zeros(64)) and torch.equal(backbone.bn1.running_var, torch.ones(64))
+    assert torch.equal(backbone.bn1.running_mean, torch.zeros(64))
+    assert torch.equal(backbone.bn1.running_var, torch.ones(64))
     images, _, index = next(split_batches(split, 32, 37, False, 64, 0, 1, torch.device("cpu"), 0))
     images = images[index >= 0]  # all 16 images, without the padding
     assert len(images) == 16

@@ -33,7 +33,8 @@ def test_a_short_run_writes_the_whole_record(tmp_path, capsys) -> None:
     assert "k-NN top-1" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize(("flag", "value", "which"), [("--gate_knn_max", "-1", "gate 1"), ("--gate_top1", "101", "gate 2")])
+@pytest.mark.parametrize(("flag", "value", "which"),
+                         [("--gate_knn_max", "-1", "gate 1"), ("--gate_top1", "101", "gate 2")])
 def test_a_failed_gate_stops_the_proof_before_pre_training(tmp_path, capsys, flag, value, which) -> None:
     out = tmp_path / "proof"
     assert main(["--out", str(out), *TINY, flag, value, *SHORT_RUN]) == 1

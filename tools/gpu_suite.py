@@ -199,7 +199,8 @@ class Suite:
         self.status: dict[str, dict] = {}
         self.start = time.monotonic()
         self.header = {"command": "python tools/gpu_suite.py " + " ".join(args.argv), "date": date.today().isoformat(),
-                       "budget_s": self.budget if math.isfinite(self.budget) else None, "quick": self.quick, "smoke": self.smoke, "sizes": vars(self.sizes)}
+                       "budget_s": self.budget if math.isfinite(self.budget) else None, "quick": self.quick,
+                       "smoke": self.smoke, "sizes": vars(self.sizes)}
         self.log = open(self.out / "suite.log", "a")  # noqa: SIM115 (held for the run, closed in run())
 
     def record_path(self, name: str) -> Path:

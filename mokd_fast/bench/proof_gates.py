@@ -80,7 +80,8 @@ def supervised_run(backbone: nn.Module, kind: str, train: Split, val: Split, cla
     head = nn.Linear(dim, classes).to(device)
     opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=gate.lr)
     steps = math.ceil(gate.samples / gate.batch_size)
-    cosine = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
+    cosine = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, steps) / steps)))
     seen, curve, epoch = 0, [], 0
     while seen < gate.samples and not (curve and curve[-1]["top1"] >= gate.target):
         net.train()
@@ -102,4 +103,5 @@ def supervised_run(backbone: nn.Module, kind: str, train: Split, val: Split, cla
     best = max(point["top1"] for point in curve)
     return {"passed": best >= gate.target, "top1": best, "samples": seen, "curve": curve,
             "seconds": round(time.perf_counter() - start, 1), "target": gate.target, "budget": gate.samples,
-            "batch_size": gate.batch_size, "optimizer": f"Adam lr {gate.lr}, cosine to 0", "views": "random resized crop + flip"}
+            "batch_size": gate.batch_size, "optimizer": f"Adam lr {gate.lr}, cosine to 0",
+            "views": "random resized crop + flip"}

@@ -3,8 +3,9 @@
 The official code keeps ``memory_i`` ``[N, 128]`` per network (uniform in +-1/sqrt(128/3), not
 normalised at first), and its dataset draws, per image and in numpy on the loader workers, one image
 of the same class (the image itself among them) and 8,192 images of other classes (with replacement).
-Here the sampler is a device-side index table (the training set's indices sorted by class, each class's start and count),
-so the draws are a few tensor ops per step, seeded by (seed, step) so a resumed run draws the same.
+Here the sampler is a device-side index table (the training set's indices sorted by class, each
+class's start and count), so the draws are a few tensor ops per step, seeded by (seed, step) so a
+resumed run draws the same.
 """
 
 import math
