@@ -7,7 +7,7 @@ blur with sigma uniform in 0.1..2 (global view 1: p 1.0; global view 2: p 0.1, t
 with p 0.2; local views: p 0.5), then ImageNet normalisation.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # How views are cut from a decoded canvas by pipelines.gpu_augment (train.py --crop_resampler).
 RESAMPLERS = ("auto", "roi_align", "resize")
@@ -112,6 +112,19 @@ class MultiCropPolicy:
             local_view=ViewPolicy(local_size, tuple(local_crops_scale), blur_p=0.5),
             local_crops_number=local_crops_number,
         )
+
+    def with_jitter(self, jitter: tuple[float, float, float, float] | None) -> "MultiCropPolicy":
+        """This policy with every view's colour-jitter strengths replaced by ``jitter`` (None: unchanged).
+
+        A short run on data whose colours are random per image needs a hue jitter that randomises
+        colour (MoCo v1's 0.4 turns a hue anywhere within +-144 degrees); at the usual 0.1 the colours
+        survive augmentation and tell every image apart, so instance discrimination learns colour,
+        not shape (docs/learning-health.md).
+        """
+        if jitter is None:
+            return self
+        return replace(self, global_views=tuple(replace(v, jitter=tuple(jitter)) for v in self.global_views),
+                       local_view=replace(self.local_view, jitter=tuple(jitter)))
 
     @property
     def n_global(self) -> int:

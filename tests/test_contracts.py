@@ -2,7 +2,7 @@
 
 import subprocess
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import pytest
@@ -151,6 +151,25 @@ def test_every_method_declares_its_name_settings_and_flags(name) -> None:
     assert not others & set(actions), f"--method {name} offers another method's flags {sorted(others & set(actions))}"
     method, train = parse_config(["--method", name])
     assert type(method) is entry.config_classes()[0] and type(train) is entry.config_classes()[1]
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_color_jitter_replaces_only_every_views_jitter_strengths(name) -> None:
+    """``--color_jitter`` reaches every view of every method, and nothing else of the policy changes."""
+    method, train = _tiny(name)
+    own = METHODS[name].method_class().views(method, train)
+    assert own == METHODS[name].method_class().make_policy(method, train)  # default: the method's own views
+    train.color_jitter = (0.4, 0.3, 0.2, 0.45)
+    moved = METHODS[name].method_class().views(method, train)
+    assert [v.jitter for v in moved.views()] == [(0.4, 0.3, 0.2, 0.45)] * len(own.views())
+    assert moved.local_view.jitter == (0.4, 0.3, 0.2, 0.45)
+    assert [replace(v, jitter=o.jitter) for v, o in zip(moved.views(), own.views(), strict=True)] == own.views()
+    assert (moved.mean, moved.std, moved.local_crops_number) == (own.mean, own.std, own.local_crops_number)
+
+
+def test_color_jitter_is_checked() -> None:
+    with pytest.raises(UsageError, match="hue <= 0.5"):
+        parse_config(["--method", "mcl", "--color_jitter", "0.4", "0.4", "0.4", "0.6"])
 
 
 @pytest.mark.parametrize("backend", list(PIPELINES))

@@ -33,6 +33,14 @@ def test_small_images_get_the_cifar_stem_and_large_ones_the_fc_feature() -> None
     assert pooled.encoder(torch.randn(2, 3, 64, 64)).shape == (2, 512)
 
 
+def test_cifar_stem_overrides_the_size_rule_and_the_feature_stays_pooled() -> None:
+    assert Peer("resnet18", "simclr", 128, image_size=64).encoder.conv1.kernel_size == (3, 3)  # official below 100 px
+    imagenet = Peer("resnet18", "simclr", 128, image_size=64, cifar_stem=False).encoder
+    assert imagenet.conv1.kernel_size == (7, 7) and isinstance(imagenet.maxpool, torch.nn.MaxPool2d)
+    assert imagenet(torch.randn(2, 3, 64, 64)).shape == (2, 512)
+    assert Peer("resnet18", "simclr", 128, image_size=224, cifar_stem=True).encoder.conv1.kernel_size == (3, 3)
+
+
 @pytest.mark.parametrize("head", ["simclr", "simsiam"])
 def test_peer_outputs_are_normalised(head) -> None:
     peer = Peer("resnet18", head, 64, image_size=32)

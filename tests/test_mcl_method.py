@@ -200,3 +200,17 @@ def test_eval_tools_read_each_peer(mcl_run) -> None:
         assert (loaded.arch, loaded.kind) == ("resnet18", "cnn")
         with torch.no_grad():
             torch.testing.assert_close(FeatureNet(loaded)(images), enc.eval().backbone(images))
+
+
+def test_head_bn_puts_batchnorm_in_the_mlp_head_only_when_asked() -> None:
+    from mokd_fast.methods.mcl.method import Encoder
+
+    def norms(enc: Encoder) -> int:
+        return sum(isinstance(m, torch.nn.BatchNorm1d) for m in enc.head.modules())
+
+    assert norms(Encoder("resnet18", 128, mlp=True)) == 0  # official MoCo v2 MLP: Linear-ReLU-Linear
+    with_bn = Encoder("resnet18", 128, mlp=True, head_bn=True)
+    assert norms(with_bn) == 1 and isinstance(with_bn.head[1], torch.nn.BatchNorm1d)
+    assert with_bn(torch.randn(4, 3, SIZE, SIZE)).shape == (4, 128)
+    with pytest.raises(ValueError, match="--head_bn needs --mlp"):
+        MCLConfig(head_bn=True)

@@ -232,7 +232,7 @@ def _train_setup(args: argparse.Namespace):
     method_cls = METHODS[args.method].method_class()
     common = {"batch_size_per_gpu": args.batch_size_per_gpu, "device": device.type, "num_workers": args.num_workers}
     method, cfg = configs_from_dict({"method": args.method, **common, **_method_settings(args)})
-    return method, cfg, ctx, device, method_cls.make_policy(method, cfg)
+    return method, cfg, ctx, device, method_cls.views(method, cfg)
 
 
 def _method_settings(args: argparse.Namespace) -> dict:

@@ -221,7 +221,7 @@ def run_gates(args: argparse.Namespace, method_cfg: Any, run_cfg: Any, data: Pat
     train_split, val_split, _ = open_splits(data)
     seed_everything(run_cfg.seed)
     model = build_method(method_cfg, run_cfg, train_split.labels if method_class.needs_labels else None).to(device)
-    size = run_cfg.knn_input_size or method_class.make_policy(method_cfg, run_cfg).global_views[0].size
+    size = run_cfg.knn_input_size or method_class.views(method_cfg, run_cfg).global_views[0].size
     knn = PeriodicKNN(str(data), 1, args.knn_k, size, run_cfg.batch_size_per_gpu, run_cfg.num_workers,
                       DistContext(0, 1, 0, device), run_cfg.knn_bn)(model)
     top1 = {k.removeprefix("knn_").removesuffix("_top1"): v for k, v in knn.items() if k.endswith("_top1")}

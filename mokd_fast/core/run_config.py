@@ -32,6 +32,10 @@ class RunConfig:
         "auto", "How the ffcv and nvjpeg pipelines cut views from their decoded images: roi_align (one batched kernel, bilinear "
         "area-averaging), resize (per-crop antialiased resize with the policy's bicubic filter, like the reference; "
         "fastest on CPU) or auto (resize on CPU, roi_align on CUDA).", choices=RESAMPLERS)
+    color_jitter: tuple[float, float, float, float] | None = setting(
+        None, "Brightness, contrast, saturation and hue strengths that replace every view's colour jitter (its "
+        "probability and order stay the method's); default: the method's own. For small data whose colours are "
+        "random per image: 0.4 0.4 0.4 0.4 (MoCo v1's) randomises hue, so colour cannot tell images apart.")
     batch_size_per_gpu: int = setting(64, "Images per process and step.")
     use_fp16: bool | None = setting(None, "Official flag: True means --precision fp16, False means fp32.")
     precision: str = setting(
@@ -94,6 +98,9 @@ class RunConfig:
         require_min(self, 1, "batch_size_per_gpu", "log_every", "saveckp_freq")
         require_min(self, 0, "num_workers", "max_steps", "epoch_length", "ckpt_every_steps", "knn_every",
                     "knn_input_size")
+        if self.color_jitter is not None:
+            require(min(self.color_jitter) >= 0 and self.color_jitter[3] <= 0.5,
+                    f"--color_jitter {' '.join(map(str, self.color_jitter))}: strengths must be >= 0 and hue <= 0.5")
         require(self.knn_k >= 1, f"--knn_k must be >= 1, got {self.knn_k}")
         require(self.collapse_window >= 1, f"--collapse_window must be >= 1, got {self.collapse_window}")
         require(not self.knn_every or bool(self.knn_data), "--knn_every needs --knn_data (a folder with train and val splits)")

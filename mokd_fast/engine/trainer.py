@@ -86,7 +86,7 @@ class Trainer:
         # Read before the data and models are built, so that a wrong file is reported at once.
         resumed = read_checkpoint(Path(cfg.resume), self.config, cfg.trust_checkpoint,
                                   method_class.added_settings) if cfg.resume else None
-        self.policy = policy = method_class.make_policy(method, cfg)
+        self.policy = policy = method_class.views(method, cfg)
         self.pipeline_name, data_path = resolve_pipeline(cfg.pipeline, cfg.data_path, ctx.device)
         # The backends that cut views with gpu_augment take the resampler.
         options = {"resampler": cfg.crop_resampler} if self.pipeline_name in ("ffcv", "nvjpeg") else {}

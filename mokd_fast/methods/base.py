@@ -115,7 +115,7 @@ class Method(nn.Module):
     def __init__(self, cfg: Any, train: Any) -> None:
         super().__init__()
         self.cfg, self.train_cfg = cfg, train
-        self.policy = self.make_policy(cfg, train)
+        self.policy = self.views(cfg, train)
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
@@ -127,6 +127,11 @@ class Method(nn.Module):
         defaults; the default maps none, so any method benchmarks at its own defaults.
         """
         return {}
+
+    @classmethod
+    def views(cls, cfg: Any, train: Any) -> MultiCropPolicy:
+        """``make_policy`` with the run's ``--color_jitter`` applied: what the engine and the tools cut images into."""
+        return cls.make_policy(cfg, train).with_jitter(train.color_jitter)
 
     @classmethod
     def make_policy(cls, cfg: Any, train: Any) -> MultiCropPolicy:

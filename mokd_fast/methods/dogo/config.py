@@ -34,6 +34,9 @@ class DoGoConfig:
     norm_mean: tuple[float, float, float] | None = setting(
         None, "Per-channel mean of the views; default: the official one for --image_size.")
     norm_std: tuple[float, float, float] | None = setting(None, "Per-channel std of the views; given with --norm_mean.")
+    cifar_stem: bool | None = setting(
+        None, "Give torchvision ResNet aliases the CIFAR stem (3x3 stride-1 conv, no max-pool); default: below 100 px, "
+        "as official. False keeps the ImageNet stem, about 4x cheaper per 64-px view (the CPU learning proof's).")
     keep_fc: bool = setting(
         True, "Official quirk at 100 px and above: a torchvision ResNet keeps its fc layer, so the feature is the "
         "1000-d classifier output. False: the pooled feature.")

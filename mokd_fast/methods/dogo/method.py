@@ -59,8 +59,8 @@ class DoGo(Method):
     def __init__(self, cfg: DoGoConfig, train: DoGoTrainConfig | None = None) -> None:
         super().__init__(cfg, train if train is not None else DoGoTrainConfig())
         self.kinds = (cfg.head_1, cfg.head_2)
-        self.pair = PeerPair([Peer(cfg.arch_1, cfg.head_1, cfg.n_proj_1, cfg.image_size, cfg.keep_fc),
-                              Peer(cfg.arch_2, cfg.head_2, cfg.n_proj_2, cfg.image_size, cfg.keep_fc)])
+        self.pair = PeerPair([Peer(cfg.arch_1, cfg.head_1, cfg.n_proj_1, cfg.image_size, cfg.keep_fc, cfg.cifar_stem),
+                              Peer(cfg.arch_2, cfg.head_2, cfg.n_proj_2, cfg.image_size, cfg.keep_fc, cfg.cifar_stem)])
 
     @classmethod
     def make_policy(cls, cfg: DoGoConfig, train: DoGoTrainConfig) -> MultiCropPolicy:

@@ -103,14 +103,17 @@ class Peer(nn.Module):
         n_proj: The head's output width (official template: 128 for SimCLR, 2048 for SimSiam).
         image_size: Input side; below 100 px the CIFAR stem is used, as official.
         keep_fc: At 100 px and above, use the fc-1000 output as the feature (official).
+        cifar_stem: Overrides the size rule for the stem (None: the rule).
     """
 
-    def __init__(self, arch: str, head: str, n_proj: int, image_size: int, keep_fc: bool = True) -> None:
+    def __init__(self, arch: str, head: str, n_proj: int, image_size: int, keep_fc: bool = True,
+                 cifar_stem: bool | None = None) -> None:
         super().__init__()
         if head not in HEADS:
             raise ValueError(f"DoGo head {head!r}: choose one of {HEADS}")
         small = image_size < 100
-        self.encoder, width = build_encoder(arch, small_images=small, keep_fc=keep_fc and not small)
+        stem = small if cifar_stem is None else cifar_stem
+        self.encoder, width = build_encoder(arch, small_images=stem, keep_fc=keep_fc and not small)
         self.kind = head
         self.head = SimCLRHead(width, n_proj) if head == "simclr" else SimSiamHead(width, n_proj)
 

@@ -27,6 +27,10 @@ class MCLConfig:
     mlp: bool = setting(
         False, "Give each peer MoCo v2's MLP head (Linear-ReLU-Linear) instead of the linear fc. The official --mlp is a "
         "silent no-op (it registers an unused module), so False is what its runs trained.")
+    head_bn: bool = setting(
+        False, "With --mlp: BatchNorm after the head's hidden layer (SimCLR's and MoCo v3's projector). Off: official. "
+        "A random ResNet's pooled features point nearly one way; without it a short run's embeddings stay "
+        "collapsed onto that direction (docs/learning-health.md).")
     queue_size: int = setting(65536, "Keys kept per peer as negatives (official --moco-k).")
     temperature: float = setting(0.07, "Temperature of the contrastive logits (official --moco-t).")
     kd_temperature: float = setting(3.0, "Temperature of the KL terms between peers' logit distributions (official 3).")
@@ -48,6 +52,7 @@ class MCLConfig:
     epochs: int = setting(200, "Training length in epochs (official 200).")
 
     def __post_init__(self) -> None:
+        require(self.mlp or not self.head_bn, "--head_bn needs --mlp (the linear head has no hidden layer)")
         require(len(self.archs) >= 2, f"--archs needs two or more peers, got {list(self.archs)}")
         require_min(self, 1, "dim", "queue_size", "global_size", "epochs")
         require_positive(self, "temperature", "kd_temperature")

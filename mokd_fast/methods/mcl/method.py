@@ -1,7 +1,7 @@
 """MCL-MoCo as an engine method: N query encoders (one DDP module), their EMA key encoders and queues."""
 
 import copy
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,13 +35,13 @@ class Encoder(nn.Module):
     Keys ``backbone.*`` (what the evaluation and export tools read) and ``head.*``.
     """
 
-    def __init__(self, arch: str, dim: int, mlp: bool) -> None:
+    def __init__(self, arch: str, dim: int, mlp: bool, head_bn: bool = False) -> None:
         super().__init__()
         built = build_feature_backbone(arch)
         self.backbone, self.kind, self._features = built.module, built.kind, built.features
         d = built.width
-        self.head = (nn.Sequential(nn.Linear(d, d), nn.ReLU(inplace=True), nn.Linear(d, dim)) if mlp
-                     else nn.Linear(d, dim))
+        hidden = [nn.Linear(d, d), *([nn.BatchNorm1d(d)] if head_bn else []), nn.ReLU(inplace=True)]
+        self.head = nn.Sequential(*hidden, nn.Linear(d, dim)) if mlp else nn.Linear(d, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self._features(self.backbone, x))
@@ -74,6 +74,7 @@ class MCL(Method):
 
     name = "mcl"
     configs = (MCLConfig, MCLTrainConfig)
+    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False}  # before 2026-12-05 the head had no BatchNorm
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
@@ -83,7 +84,7 @@ class MCL(Method):
     def __init__(self, cfg: MCLConfig, train: MCLTrainConfig | None = None) -> None:
         train = train if train is not None else MCLTrainConfig()
         super().__init__(cfg, train)
-        self.peers = Peers([Encoder(arch, cfg.dim, cfg.mlp) for arch in cfg.archs])
+        self.peers = Peers([Encoder(arch, cfg.dim, cfg.mlp, cfg.head_bn) for arch in cfg.archs])
         self.keys = copy.deepcopy(self.peers)
         self.keys.requires_grad_(False)
         self.queues = nn.ModuleList(EmbeddingQueue(cfg.queue_size, cfg.dim, seed=train.seed + i)
