@@ -29,7 +29,7 @@ class MCLConfig:
         "silent no-op (it registers an unused module), so False is what its runs trained.")
     head_bn: bool = setting(
         False, "With --mlp: BatchNorm after the head's hidden layer (SimCLR's and MoCo v3's projector). Off: official. "
-        "A random ResNet's pooled features point nearly one way; without it a short run's embeddings stay "
+        "A random ResNet's pooled features point nearly one way; without it our short runs' embeddings "
         "collapsed onto that direction (docs/learning-health.md).")
     queue_size: int = setting(65536, "Keys kept per peer as negatives (official --moco-k).")
     temperature: float = setting(0.07, "Temperature of the contrastive logits (official --moco-t).")

@@ -30,7 +30,8 @@ from pipelines.policy import MultiCropPolicy
 
 
 class Encoder(nn.Module):
-    """A peer's query encoder: backbone + fc (``Linear(d, dim)``, official) or MoCo v2's MLP; ``[N, 3, H, W] -> [N, dim]``.
+    """A peer's query encoder: backbone + fc (``Linear(d, dim)``, official) or MoCo v2's MLP (``head_bn``: with
+    BatchNorm after its hidden layer); ``[N, 3, H, W] -> [N, dim]``.
 
     Keys ``backbone.*`` (what the evaluation and export tools read) and ``head.*``.
     """
