@@ -68,6 +68,17 @@ def test_one_prototype_and_one_way_embeddings_are_named() -> None:
     assert "c" not in reasons
 
 
+def test_the_warning_ends_with_the_advice_of_each_kind_it_names_once() -> None:
+    advice = {"uniform": "ADVICE-U.", "prototype": "ADVICE-P.", "spread": "ADVICE-S."}
+    watch = CollapseWatch(window=1, log_k={"a": math.log(K), "b": math.log(K)}, advice=advice)
+    uniform = {"_sample_entropy": 0.999 * math.log(K), "_mean_entropy": 4.0, "_distinct": 0.9}
+    line = watch.update(5, {f"{g}{k}": v for g in ("a", "b") for k, v in uniform.items()})
+    assert line is not None and line.count("ADVICE-U.") == 1
+    assert "ADVICE-P." not in line and "ADVICE-S." not in line
+    assert line.index("b: uniform outputs") < line.index("ADVICE-U.") < line.index("docs/learning-health.md")
+    assert "ADVICE-S." in CollapseWatch(window=1, advice=advice).update(1, {"c_spread": 0.0})
+
+
 def test_a_collapsed_run_warns_and_stops_with_a_checkpoint(photo_folder, tmp_path, capsys) -> None:
     """A teacher at temperature 100 gives near-uniform targets: the uniform collapse, from the first log line."""
     import json
@@ -83,6 +94,7 @@ def test_a_collapsed_run_warns_and_stops_with_a_checkpoint(photo_folder, tmp_pat
     printed = capsys.readouterr()
     text = printed.out + printed.err
     assert "WARNING: collapse at step 2" in text and "teacher_cnn: uniform outputs" in text
+    assert "--use_bn_in_head true" in text  # MOKD's advice for the uniform collapse
     assert "stopping at step 2 (--stop_on_collapse)" in text
     lines = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]

@@ -118,7 +118,8 @@ class Trainer:
         self.last_good = (f"The last good checkpoint is {cfg.resume} (step {self.start_step})" if cfg.resume
                           else "No checkpoint was written yet")
         self.guard = LossGuard(ctx)
-        self.watch = CollapseWatch(window=cfg.collapse_window, log_k=self.model.collapse_log_k())
+        self.watch = CollapseWatch(window=cfg.collapse_window, log_k=self.model.collapse_log_k(),
+                                   advice=self.model.collapse_advice())
         self.last_step = self.start_step
         self.collapse_warning: str | None = None
         self.meter = Throughput()

@@ -204,6 +204,19 @@ class MOKD(Method):
     def collapse_log_k(self) -> dict[str, float]:
         return {"teacher_cnn": math.log(self.cfg.out_dim), "teacher_vit": math.log(self.cfg.out_dim)}
 
+    def collapse_advice(self) -> dict[str, str]:
+        """What moves DINO teachers off each collapse, measured on the shapes data (docs/benchmarks.md,
+        "MOKD's teachers at initialisation") or stated by the DINO paper (centering against one prototype)."""
+        return super().collapse_advice() | {
+            "uniform": "On small data or short runs: --use_bn_in_head true (a head without BatchNorm maps random "
+                       "CNN features to nearly parallel outputs, so the teacher starts near uniform), a smaller "
+                       "--out_dim (1024-4096), a lower --teacher_temp (0.02-0.03), --momentum_teacher 0.99 for a "
+                       "run of a few hundred steps, and --color_jitter strong enough that colour does not tell "
+                       "the images apart.",
+            "prototype": "One prototype for every image is what DINO's centering prevents: keep --center_momentum "
+                         "at 0.9 or lower and sharpen less (a higher --teacher_temp, at most 0.07).",
+        }
+
     def backward(
         self, terms: dict[str, torch.Tensor], scalers: tuple[GradScaler, GradScaler] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
