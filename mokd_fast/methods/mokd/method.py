@@ -207,7 +207,9 @@ class MOKD(Method):
     def collapse_advice(self) -> dict[str, str]:
         """What moves DINO teachers off each collapse, measured on the shapes data (docs/benchmarks.md,
         "MOKD's teachers at initialisation") or stated by the DINO paper (centering against one prototype)."""
-        return super().collapse_advice() | {
+        return {
+            "spread": "Embeddings that point one way mostly mean a learning rate too high for the batch: lower "
+                      "--lr_cnn or --lr_vit, whichever model's teacher is named.",
             "uniform": "On small data or short runs: --use_bn_in_head true (a head without BatchNorm maps random "
                        "CNN features to nearly parallel outputs, so the teacher starts near uniform), a smaller "
                        "--out_dim (1024-4096), a lower --teacher_temp (0.02-0.03), --momentum_teacher 0.99 for a "
