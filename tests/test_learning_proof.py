@@ -62,8 +62,20 @@ def test_every_method_has_a_cpu_recipe_and_a_missing_one_is_named(tmp_path, caps
     assert "nope.yaml: no such recipe" in capsys.readouterr().err
 
 
-def test_seed_refuses_the_teacher_of_a_mokd_proof_that_did_not_learn(tmp_path, capsys) -> None:
-    (tmp_path / "mokd").mkdir()
-    (tmp_path / "mokd" / "learning.json").write_text(json.dumps({"learned": False}))
+def test_seed_refuses_the_teacher_of_a_dogo_proof_that_did_not_learn(tmp_path, capsys) -> None:
+    (tmp_path / "dogo").mkdir()
+    (tmp_path / "dogo" / "learning.json").write_text(json.dumps({"learned": False}))
     assert main(["--method", "seed", "--out", str(tmp_path)]) == 2
-    assert "did not learn, so its teacher proves nothing for SEED" in capsys.readouterr().err
+    assert "the dogo proof in" in capsys.readouterr().err
+
+
+def test_seed_distils_the_dogo_proofs_first_peer_and_reports_its_knn(tmp_path, capsys) -> None:
+    """The teacher is the DoGo proof found in OUT/dogo (here a short one), and the record carries its k-NN."""
+    assert main(["--method", "dogo", "--out", str(tmp_path / "dogo"), *TINY, "--min_gain", "-100", *SHORT_RUN]) == 0
+    assert main(["--method", "seed", "--out", str(tmp_path), *TINY, "--min_gain", "-100", *SHORT_RUN]) == 0
+    record, teacher = (json.loads((folder / "learning.json").read_text()) for folder in (tmp_path, tmp_path / "dogo"))
+    assert record["settings"]["teacher"] == str(tmp_path / "dogo" / "run" / "checkpoint.pth")
+    assert record["settings"]["teacher_key"] == record["teacher"]["key"] == "peer_1"
+    assert record["teacher"]["trained_knn"] == teacher["trained_knn"]["peer_1"]
+    assert record["teacher"]["random_init_knn"] == teacher["random_init_knn"]["peer_1"]
+    assert set(record["trained_knn"]) == {"student"} and record["steps"] == 4

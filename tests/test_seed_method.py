@@ -232,3 +232,17 @@ def test_eval_and_export_tools_read_the_student(seed_run, tmp_path) -> None:
     net = tvm.resnet18()
     net.fc = nn.Identity()
     net.load_state_dict(torch.load(tmp_path / "student.pth", weights_only=True))
+
+
+def test_head_bn_puts_batchnorm_in_the_student_head_only_when_asked() -> None:
+    """Official: Linear-ReLU-Linear; ``--head_bn``: Linear-BN-ReLU-Linear, with the backbone's keys unchanged."""
+    from mokd_fast.methods.seed.student import Student
+
+    plain, with_bn = Student("resnet18", 128), Student("resnet18", 128, head_bn=True)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in plain.head.modules())
+    assert isinstance(with_bn.head[1], nn.BatchNorm1d) and with_bn.head[-1].out_features == 128
+    assert [k for k in with_bn.state_dict() if k.startswith("backbone.")] == \
+        [k for k in plain.state_dict() if k.startswith("backbone.")]
+    (out,) = with_bn([torch.randn(4, 3, 64, 64)])
+    assert out.shape == (4, 128)
+    assert SEEDConfig().head_bn is False

@@ -98,19 +98,31 @@ def summarise(run: Path) -> dict[str, Any]:
     }
 
 
-def _mokd_teacher(args: argparse.Namespace, out: Path) -> Path:
-    """SEED's default teacher: the MOKD proof's trained checkpoint in ``out/mokd``, run first when it is missing."""
-    teacher, record = out / "mokd" / "run" / "checkpoint.pth", out / "mokd" / "learning.json"
+TEACHER_PROOF, TEACHER_KEY = "dogo", "peer_1"  # SEED's default teacher: the first peer of the DoGo proof
+
+
+def _seed_teacher(args: argparse.Namespace, out: Path) -> tuple[Path, dict[str, Any]]:
+    """SEED's default teacher: the DoGo proof's trained checkpoint in ``out/dogo``, run first when it is missing.
+
+    DoGo, because it is the proof that learns on this CPU (MOKD's does not); returns the checkpoint and what the
+    SEED record reports of the teacher (its proof, model and k-NN beside the student's).
+    """
+    folder = out / TEACHER_PROOF
+    teacher, record = folder / "run" / "checkpoint.pth", folder / "learning.json"
     if not record.is_file():
-        print(f"SEED distils a trained teacher: running the MOKD proof first into {out / 'mokd'} "
+        print(f"SEED distils a trained teacher: running the {TEACHER_PROOF} proof first into {folder} "
               "(pass train.py's --teacher after -- to give another)")
-        main(["--method", "mokd", "--out", str(out / "mokd"), "--device", args.device, "--seed", str(args.seed),
+        main(["--method", TEACHER_PROOF, "--out", str(folder), "--device", args.device, "--seed", str(args.seed),
               "--train_per_class", str(args.train_per_class), "--val_per_class", str(args.val_per_class),
-              "--image_size", str(args.image_size), "--knn_k", str(args.knn_k), "--min_gain", str(args.min_gain)])
-    if not record.is_file() or not json.loads(record.read_text())["learned"]:
-        raise UsageError(f"the MOKD proof in {out / 'mokd'} did not learn, so its teacher proves nothing for "
+              "--image_size", str(args.image_size), "--difficulty", str(args.difficulty), "--knn_k",
+              str(args.knn_k), "--min_gain", str(args.min_gain)])
+    proof = json.loads(record.read_text()) if record.is_file() else {"learned": False}
+    if not proof["learned"]:
+        raise UsageError(f"the {TEACHER_PROOF} proof in {folder} did not learn, so its teacher proves nothing for "
                          "SEED; pass a trained --teacher after --")
-    return teacher
+    return teacher, {"proof": str(folder), "key": TEACHER_KEY, "checkpoint": str(teacher),
+                     "random_init_knn": proof["random_init_knn"][TEACHER_KEY],
+                     "trained_knn": proof["trained_knn"][TEACHER_KEY]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,8 +147,10 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
                          f"on --device {args.device}")
     out = Path(args.out)
     start = time.perf_counter()
+    teacher: dict[str, Any] = {}
     if args.method == "seed" and "--teacher" not in train_flags:
-        train_flags = ["--teacher", str(_mokd_teacher(args, out)), *train_flags]
+        path, teacher = _seed_teacher(args, out)
+        train_flags = ["--teacher", str(path), "--teacher_key", TEACHER_KEY, *train_flags]
     tick = time.perf_counter()
     data = write_data(out / "data", args.seed, args.train_per_class, args.val_per_class, args.image_size,
                       args.difficulty)
@@ -157,7 +171,8 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     common = {"method": args.method, "device": args.device, "seed": args.seed, "recipe": str(recipe),
               "train_flags": train_flags, "classes": list(CLASSES), "train_per_class": args.train_per_class,
               "val_per_class": args.val_per_class, "image_size": args.image_size, "difficulty": args.difficulty,
-              "knn_k": args.knn_k, "knn_bn": run_cfg.knn_bn, "pixel_knn": pixels}
+              "knn_k": args.knn_k, "knn_bn": run_cfg.knn_bn, "pixel_knn": pixels,
+              **({"teacher": teacher} if teacher else {})}
     gates = run_gates(args, method_cfg, run_cfg, data)
     failed = [g for g in gates.values() if not g["passed"]]
     if failed:

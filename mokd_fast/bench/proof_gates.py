@@ -62,13 +62,23 @@ def _top1(backbone: nn.Module, kind: str, head: nn.Linear, split: Split, size: i
 
 def supervised_run(backbone: nn.Module, kind: str, train: Split, val: Split, classes: int, size: int,
                    device: torch.device, num_workers: int, gate: SupervisedGate, seed: int = 0) -> dict[str, Any]:
+    """Gate 2's record: ``supervised_network``'s, without the network."""
+    return supervised_network(backbone, kind, train, val, classes, size, device, num_workers, gate, seed)[1]
+
+
+def supervised_network(backbone: nn.Module, kind: str, train: Split, val: Split, classes: int, size: int,
+                       device: torch.device, num_workers: int, gate: SupervisedGate,
+                       seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
     """Trains a copy of ``backbone`` with a linear classifier on ``train`` until ``val`` top-1 reaches the target.
 
     The views are the linear probe's training views (random resized crop and flip at ``size``);
     the backbone trains in train mode (BatchNorm on batch statistics) and is evaluated in eval mode.
+    The trained copy is returned too, since a supervised network is the cheapest trained teacher
+    (SEED's learning test in the suite distils one).
 
     Returns:
-        ``{"passed", "top1", "samples", "curve": [{"samples", "top1"}], "seconds", ...settings}``.
+        The trained copy (eval mode) and ``{"passed", "top1", "samples", "curve": [{"samples", "top1"}],
+        "seconds", ...settings}``.
     """
     start = time.perf_counter()
     net = copy.deepcopy(backbone).to(device)
@@ -101,7 +111,7 @@ def supervised_run(backbone: nn.Module, kind: str, train: Split, val: Split, cla
                     break
         epoch += 1
     best = max(point["top1"] for point in curve)
-    return {"passed": best >= gate.target, "top1": best, "samples": seen, "curve": curve,
-            "seconds": round(time.perf_counter() - start, 1), "target": gate.target, "budget": gate.samples,
-            "batch_size": gate.batch_size, "optimizer": f"Adam lr {gate.lr}, cosine to 0",
-            "views": "random resized crop + flip"}
+    return net.eval(), {"passed": best >= gate.target, "top1": best, "samples": seen, "curve": curve,
+                        "seconds": round(time.perf_counter() - start, 1), "target": gate.target,
+                        "budget": gate.samples, "batch_size": gate.batch_size,
+                        "optimizer": f"Adam lr {gate.lr}, cosine to 0", "views": "random resized crop + flip"}

@@ -47,6 +47,11 @@ class SEEDConfig:
         "mobilenetv3_large_100).")
     student_hidden: int | None = setting(
         None, "Hidden width of the student's MLP head Linear(d, h) -> ReLU -> Linear(h, D); default d (official).")
+    head_bn: bool = setting(
+        False, "BatchNorm after the student head's hidden Linear (Linear -> BN -> ReLU -> Linear, SimCLR's projector). "
+        "Off: official. A random ResNet's pooled features point nearly one way, so without it the student's "
+        "embeddings start almost parallel and our short runs stayed at the loss of a uniform guess "
+        "(docs/learning-health.md).")
     student_temp: float = setting(0.2, "Temperature of the student's similarity distribution (official --temp).")
     teacher_temp: float = setting(
         1e-4, "Temperature of the teacher's similarity distribution (official --distill-t); both are computed in "

@@ -1,6 +1,6 @@
 """SEED as an engine method: a frozen teacher, a student with an MLP head, and queues of teacher embeddings."""
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ class SEED(Method):
     name = "seed"
     configs = (SEEDConfig, SEEDTrainConfig)
     official_cuda_precision = "fp16"  # the official SEED code turns AMP on unconditionally
+    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False}  # before 2026-12-05 the head had no BatchNorm
     parts_module = "mokd_fast.methods.seed.parts"
 
     @classmethod
@@ -53,7 +54,7 @@ class SEED(Method):
         super().__init__(cfg, train)
         self.teacher = load_teacher(cfg, seed=train.seed, trust=train.trust_checkpoint)
         self.teacher_digest = self.teacher.digest()
-        self.student = Student(cfg.student_arch, self.teacher.dim, cfg.student_hidden)
+        self.student = Student(cfg.student_arch, self.teacher.dim, cfg.student_hidden, cfg.head_bn)
         self.queue = EmbeddingQueue(cfg.queue_size, self.teacher.dim, seed=train.seed)
         self.small_queue = (EmbeddingQueue(cfg.queue_size, self.teacher.dim, seed=train.seed + 1)
                             if cfg.local_crops_number else None)
