@@ -6,11 +6,12 @@ its held-out k-NN must beat its own random initialisation by 10 points, through 
 and evaluation (BatchNorm statistics refreshed for both). One SEED step is one student forward and
 backward plus one teacher forward, against DoGo's four forward-backward passes, and no
 self-supervised proof fits these minutes, so the teacher here is the cheapest trained network: a
-supervised ResNet-18 (gate 2's run, pooled 512-d features). About 4 minutes of the 2-core CPU.
+supervised ResNet-18 (gate 2's run for 8,000 images, about 66% held-out top-1; its pooled 512-d
+features). On 2026-12-05 the student went 21.75 -> 57.75 (+36.0) in 186 steps; the test took 157 s.
 
-The test fails when the method is broken. To see it: ``LEARNING_TEST_BREAK=detach`` cuts the
-gradient between the student's backbone and its head (the loss then trains the head only), and the
-gain drops to 0.
+The test fails when the method is broken. To see it, set ``LEARNING_TEST_BREAK=detach``: it cuts
+the gradient between the student's backbone and its head (the loss then trains the head only), and
+the gain is 0.00 (measured on 2026-12-05), so the test fails.
 """
 
 import json
