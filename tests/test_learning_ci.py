@@ -4,7 +4,7 @@ SEED's proof (``tools/learning_proof.py --method seed``) at a reduced size: a Re
 the proof recipe (``configs/proof_seed_cpu.yaml``) distils a frozen teacher on the shapes data and
 its held-out k-NN must beat its own random initialisation by 10 points, through the same tool, gates
 and evaluation (BatchNorm statistics refreshed for both). One SEED step is one student forward and
-backward plus one teacher forward, against DoGo's four forward-backward passes, and no
+backward plus one teacher forward, against DoGo's four forward-backward passes; no
 self-supervised proof fits these minutes, so the teacher here is the cheapest trained network: a
 supervised ResNet-18 (gate 2's run for 8,000 images, about 66% held-out top-1; its pooled 512-d
 features). On 2026-12-05 the student went 21.75 -> 57.75 (+36.0) in 186 steps; the test took 157 s.

@@ -246,3 +246,6 @@ def test_head_bn_puts_batchnorm_in_the_student_head_only_when_asked() -> None:
     (out,) = with_bn([torch.randn(4, 3, 64, 64)])
     assert out.shape == (4, 128)
     assert SEEDConfig().head_bn is False
+    from mokd_fast.methods.seed.method import SEED
+
+    assert "--head_bn true" in SEED(SEEDConfig(teacher_arch="resnet18", global_size=64)).collapse_advice()["spread"]
