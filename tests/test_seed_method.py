@@ -17,6 +17,8 @@ from mokd_fast.engine.step import TrainStep
 from mokd_fast.methods.common.schedules import epoch_cosine_schedule
 from mokd_fast.methods.seed.config import SEEDConfig, SEEDTrainConfig
 from mokd_fast.methods.seed.losses import similarity_logits
+from mokd_fast.methods.seed.method import SEED
+from mokd_fast.methods.seed.student import Student
 from pipelines.batch import MultiCropBatch
 from tests.helpers import assert_rel_close, run_gloo
 from tests.official_seed import OfficialSEED, official_lr
@@ -236,8 +238,6 @@ def test_eval_and_export_tools_read_the_student(seed_run, tmp_path) -> None:
 
 def test_head_bn_puts_batchnorm_in_the_student_head_only_when_asked() -> None:
     """Official: Linear-ReLU-Linear; ``--head_bn``: Linear-BN-ReLU-Linear, with the backbone's keys unchanged."""
-    from mokd_fast.methods.seed.student import Student
-
     plain, with_bn = Student("resnet18", 128), Student("resnet18", 128, head_bn=True)
     assert not any(isinstance(m, nn.BatchNorm1d) for m in plain.head.modules())
     assert isinstance(with_bn.head[1], nn.BatchNorm1d) and with_bn.head[-1].out_features == 128
@@ -246,6 +246,4 @@ def test_head_bn_puts_batchnorm_in_the_student_head_only_when_asked() -> None:
     (out,) = with_bn([torch.randn(4, 3, 64, 64)])
     assert out.shape == (4, 128)
     assert SEEDConfig().head_bn is False
-    from mokd_fast.methods.seed.method import SEED
-
     assert "--head_bn true" in SEED(SEEDConfig(teacher_arch="resnet18", global_size=64)).collapse_advice()["spread"]
