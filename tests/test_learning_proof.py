@@ -79,3 +79,16 @@ def test_seed_distils_the_dogo_proofs_first_peer_and_reports_its_knn(tmp_path, c
     assert record["teacher"]["trained_knn"] == teacher["trained_knn"]["peer_1"]
     assert record["teacher"]["random_init_knn"] == teacher["random_init_knn"]["peer_1"]
     assert set(record["trained_knn"]) == {"student"} and record["steps"] == 4
+
+
+def test_lmcl_is_judged_on_its_aggregated_classifiers_too(tmp_path, capsys) -> None:
+    """L-MCL (supervised) learns only when each network's aggregated classifier reaches --min_top1 on val."""
+    out = tmp_path / "proof"
+    assert main(["--method", "lmcl", "--out", str(out), *TINY, "--min_gain", "-100", "--min_top1", "101",
+                 *SHORT_RUN, "--neg_k", "4"]) == 1
+    record = json.loads((out / "learning.json").read_text())
+    classifiers = record["classifiers"]
+    assert not record["learned"] and classifiers["min_top1"] == 101 and classifiers["images"] == 30
+    assert {"net_1", "net_2"} <= set(classifiers)
+    assert all(0 <= classifiers[net]["aggregated"]["top1"] <= 100 for net in ("net_1", "net_2"))
+    assert "aggregated classifier held-out top-1" in capsys.readouterr().out

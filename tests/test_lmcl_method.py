@@ -14,6 +14,7 @@ from mokd_fast.core.distributed import DistContext
 from mokd_fast.engine.step import TrainStep
 from mokd_fast.methods.lmcl.config import LMCLConfig, LMCLTrainConfig
 from mokd_fast.methods.lmcl.networks import AuxResNet
+from mokd_fast.models.features import cnn_pooled
 from pipelines.batch import MultiCropBatch
 from tests.helpers import assert_rel_close, run_gloo
 from tests.official_lmcl import official_step_loss
@@ -45,6 +46,18 @@ def test_the_network_is_a_torchvision_resnet_with_three_auxiliary_stages() -> No
         torch.testing.assert_close(logits[-1], net.backbone(x))  # the final stage is the plain ResNet
     with pytest.raises(ValueError, match="torchvision ResNet"):
         AuxResNet("vit_tiny", 7)
+
+
+def test_knn_and_gates_read_the_pooled_feature_not_the_classifier() -> None:
+    """The eval backbone keeps its fc (the final classifier); k-NN and the proof's gates must read the 512-d pooled
+    feature before it (until 2026-12-05 they read the 7 logits)."""
+    net = AuxResNet("resnet18", 7).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        pooled = cnn_pooled(net.backbone, x)
+        feats, _ = net(x)
+    assert pooled.shape == (2, 512)
+    torch.testing.assert_close(pooled, feats[-1])
 
 
 @pytest.fixture

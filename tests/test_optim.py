@@ -168,3 +168,30 @@ def test_two_scalers_in_one_backward_equal_two_scaled_backward_passes():
     ratio_cnn = (cnn_grad.norm() / fresh.students.cnn.backbone.conv1.weight.grad.norm()).item()
     ratio_vit = (vit_grad.norm() / fresh.students.vit.backbone.patch_embed.proj.weight.grad.norm()).item()
     assert np.isclose(ratio_cnn, 2.0**10, rtol=1e-3) and np.isclose(ratio_vit, 2.0**4, rtol=1e-3)
+
+
+def test_the_sgd_recipe_is_official_sgd_by_default_and_adam_with_a_warm_up_when_asked():
+    """MCL-MoCo's and L-MCL's optimiser: SGD (momentum, decay, Nesterov for L-MCL) unless --optimizer adam; a
+    --warmup_epochs warm-up rises per step from 0 and leaves the per-epoch schedule after it untouched."""
+    from mokd_fast.methods.common.sgd import sgd_over, step_or_cosine_lr
+    from mokd_fast.methods.lmcl.config import LMCLTrainConfig
+    from mokd_fast.methods.mcl.config import MCLTrainConfig
+
+    net = torch.nn.Linear(3, 2)
+    official = MCLTrainConfig(batch_size_per_gpu=64, schedule=(2,))
+    opt = sgd_over("peers", net, official, fused=True)["peers"].optimizer
+    assert type(opt) is torch.optim.SGD and opt.param_groups[0]["momentum"] == 0.9
+    assert opt.param_groups[0]["weight_decay"] == 1e-4 and not opt.param_groups[0]["nesterov"]
+    nesterov = sgd_over("learners", net, LMCLTrainConfig(), fused=True, nesterov=True)["learners"].optimizer
+    assert nesterov.param_groups[0]["nesterov"]
+    lr = step_or_cosine_lr(official, 3, 4, 1)["lr"]
+    np.testing.assert_allclose(lr, [0.0075] * 8 + [0.00075] * 4)  # 0.03 x 64 / 256, x0.1 from epoch 2
+
+    adam = MCLTrainConfig(batch_size_per_gpu=64, optimizer="adam", lr=1e-3, scale_lr=False, cos=True, warmup_epochs=1)
+    opt = sgd_over("peers", net, adam, fused=True)["peers"].optimizer
+    assert type(opt) is torch.optim.Adam and opt.param_groups[0]["weight_decay"] == 1e-4
+    lr = step_or_cosine_lr(adam, 3, 4, 1)["lr"]
+    np.testing.assert_allclose(lr[:4], np.linspace(0, 1e-3, 4))
+    np.testing.assert_allclose(lr[4:], np.repeat(1e-3 * 0.5 * (1 + np.cos(np.pi * np.arange(1, 3) / 3)), 4))
+    with pytest.raises(ValueError, match="--optimizer"):
+        MCLTrainConfig(optimizer="lars")

@@ -9,6 +9,7 @@ first eval backbone from the same initialisation must reach ``--gate_top1`` held
 says which. Then it pre-trains with ``train.py`` (the real pipelines, engine and method, with the
 periodic k-NN on the same splits) and writes ``OUT/learning.json``. The exit status is 1 when a gate
 fails, an eval backbone gains fewer than ``--min_gain`` k-NN points over its random initialisation,
+a supervised method's (L-MCL's) aggregated classifiers reach less than ``--min_top1`` held-out top-1,
 or the run showed collapse, so the proof can gate a release.
 """
 
@@ -61,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Epochs between the k-NN evaluations; 0: about six over the run.")
     parser.add_argument("--min_gain", type=float, default=15.0,
                         help="k-NN points each eval backbone must gain over its random initialisation.")
+    parser.add_argument("--min_top1", type=float, default=85.0,
+                        help="Held-out top-1 each aggregated classifier of a supervised method (L-MCL) must reach.")
     parser.add_argument("--config", default=None, help="train.py recipe; default configs/proof_<method>_<device>.yaml.")
     parser.add_argument("--json", default=None, help="Also write the record here (tools/gpu_suite.py collects it).")
     return parser
@@ -194,8 +197,14 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     summary = json.loads((run / "summary.json").read_text())
     gains = {n: result["trained_knn"][n] - result["random_init_knn"][n] for n in result["trained_knn"]}
     learned = all(g >= args.min_gain for g in gains.values()) and not summary.get("collapse_warning")
+    classifiers = {}
+    if args.method == "lmcl":
+        classifiers = classifier_top1(run, data, eval_size(method_cfg, run_cfg), args.device, run_cfg.num_workers)
+        learned = learned and all(net["aggregated"]["top1"] >= args.min_top1 for net in _nets(classifiers))
+        classifiers["min_top1"] = args.min_top1
     record = {
-        **common, "gates": gates, **result, "gain": gains, "min_gain": args.min_gain, "learned": learned,
+        **common, "gates": gates, **result, "gain": gains, "min_gain": args.min_gain,
+        **({"classifiers": classifiers} if classifiers else {}), "learned": learned,
         "collapse_warning": summary.get("collapse_warning"), "steps": summary["steps"],
         "data_seconds": round(data_seconds, 1), "train_seconds": round(train_seconds, 1),
         "seconds": round(time.perf_counter() - start, 1),
@@ -206,8 +215,39 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
     for name in gains:
         print(f"{name}: k-NN top-1 {result['random_init_knn'][name]:.2f}% at random init -> "
               f"{result['trained_knn'][name]:.2f}% trained ({gains[name]:+.2f} points; needed {args.min_gain:+.1f})")
+    for name, net in classifiers.items():
+        if name.startswith("net_"):
+            print(f"{name}: aggregated classifier held-out top-1 {net['aggregated']['top1']:.2f}% (needed "
+                  f"{args.min_top1:.1f}); final stage {net['final']['top1']:.2f}%")
     print(f"{'LEARNED' if learned else 'NOT LEARNED'} in {record['seconds']:.0f} s; wrote {out / 'learning.json'}")
     return 0 if learned else 1
+
+
+def _nets(classifiers: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-network entries of ``classifier_top1``'s result."""
+    return [v for k, v in classifiers.items() if k.startswith("net_")]
+
+
+def eval_size(method_cfg: Any, run_cfg: Any) -> int:
+    """The side at which the k-NN (and the classifiers) read the validation images: the first global view's."""
+    from mokd_fast.methods import entry_for_config
+
+    method_class = entry_for_config(method_cfg)[1].method_class()
+    return run_cfg.knn_input_size or method_class.views(method_cfg, run_cfg).global_views[0].size
+
+
+def classifier_top1(run: Path, data: Path, size: int, device: str, num_workers: int) -> dict[str, Any]:
+    """Held-out top-1/top-5 of every classifier of the trained L-MCL checkpoint (``tools/eval_classifiers.py``'s
+    evaluation: the k-NN's resize and centre crop), ``{net_i: {stage_s | final | aggregated: {top1, top5}}}``."""
+    import torch
+
+    from mokd_fast.eval.classify import evaluate, load_classifiers
+    from mokd_fast.eval.data import default_resize, open_split, split_batches
+
+    nets, aggregator, _ = load_classifiers(run / "checkpoint.pth")
+    dev = torch.device(device)
+    batches = split_batches(open_split(data / "val"), size, default_resize(size), False, 64, 0, 1, dev, num_workers)
+    return evaluate(nets, aggregator, batches, dev)
 
 
 def _write_record(record: dict[str, Any], out: Path, args: argparse.Namespace) -> None:
@@ -236,7 +276,7 @@ def run_gates(args: argparse.Namespace, method_cfg: Any, run_cfg: Any, data: Pat
     train_split, val_split, _ = open_splits(data)
     seed_everything(run_cfg.seed)
     model = build_method(method_cfg, run_cfg, train_split.labels if method_class.needs_labels else None).to(device)
-    size = run_cfg.knn_input_size or method_class.views(method_cfg, run_cfg).global_views[0].size
+    size = eval_size(method_cfg, run_cfg)
     knn = PeriodicKNN(str(data), 1, args.knn_k, size, run_cfg.batch_size_per_gpu, run_cfg.num_workers,
                       DistContext(0, 1, 0, device), run_cfg.knn_bn)(model)
     top1 = {k.removeprefix("knn_").removesuffix("_top1"): v for k, v in knn.items() if k.endswith("_top1")}

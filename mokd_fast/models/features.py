@@ -62,6 +62,8 @@ def build_feature_backbone(arch: str, patch_size: int = 16, drop_path_rate: floa
 
 def cnn_pooled(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """``[B, C]`` global average of the last feature map: the DINO head's input during pre-training."""
-    if isinstance(module, tvm.ResNet):
-        return module(x)  # fc is Identity: avgpool + flatten
+    if isinstance(module, tvm.ResNet):  # the stages without fc, which a classifier (L-MCL's networks) keeps
+        x = module.maxpool(module.relu(module.bn1(module.conv1(x))))
+        x = module.layer4(module.layer3(module.layer2(module.layer1(x))))  # [B, C, h, w]
+        return torch.flatten(module.avgpool(x), 1)
     return module.forward_features(x).mean(dim=(2, 3))

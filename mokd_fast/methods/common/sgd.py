@@ -1,4 +1,5 @@
-"""The SGD SEED, MCL-MoCo and L-MCL share (settings: ``recipes.SGDRecipe``): one SGD over a module, decay on every parameter, per-epoch lr.
+"""The optimiser SEED, MCL-MoCo and L-MCL share (settings: ``recipes.SGDRecipe``): one SGD over a module, decay on
+every parameter, per-epoch lr; ``--optimizer adam`` swaps in Adam for short runs.
 
 Their official code builds ``SGD(model.parameters(), lr, momentum, weight_decay)`` with no parameter
 groups (biases and norms decayed too) and sets the learning rate once per epoch: x0.1 at each
@@ -20,19 +21,29 @@ from mokd_fast.methods.common.schedules import (
 
 
 def sgd_over(name: str, module: nn.Module, train: Any, fused: bool, nesterov: bool = False) -> dict[str, OptimizerSpec]:
-    """``{name: spec}``: one SGD (``train``'s momentum, weight decay and clip) over every parameter of ``module``,
-    its learning rate from the ``lr`` array."""
-    group = {"params": list(module.parameters()), "weight_decay": train.weight_decay, "momentum": train.momentum}
-    if nesterov:
-        group["nesterov"] = train.momentum > 0
-    opt = make_optimizer("sgd", [group], fused)
+    """``{name: spec}``: one optimiser over every parameter of ``module``, its learning rate from the ``lr`` array.
+
+    ``train.optimizer`` sgd (official): ``train``'s momentum (Nesterov when asked and momentum > 0), weight decay and
+    clip; adam: torch's Adam with the weight decay as coupled L2, no momentum setting.
+    """
+    group = {"params": list(module.parameters()), "weight_decay": train.weight_decay}
+    if train.optimizer == "sgd":
+        group["momentum"] = train.momentum
+        if nesterov:
+            group["nesterov"] = train.momentum > 0
+    opt = make_optimizer(train.optimizer, [group], fused)
     return {name: OptimizerSpec(opt, [("lr", None)], dict(module.named_parameters()), train.clip_grad)}
 
 
 def step_or_cosine_lr(train: Any, epochs: int, iters_per_epoch: int, world_size: int) -> dict[str, np.ndarray]:
     """``{"lr": [epochs * iters_per_epoch]}``: per epoch, x0.1 at each ``train.schedule`` epoch, or a cosine with
-    ``train.cos``, from ``train.lr`` scaled by the global batch (``train.scale_lr``)."""
+    ``train.cos``, from ``train.lr`` scaled by the global batch (``train.scale_lr``); the first
+    ``train.warmup_epochs`` epochs rise linearly from 0, per step, instead (the cosine still counts from epoch 0)."""
     lr = batch_scaled_lr(train.lr, train.batch_size_per_gpu * world_size, train.scale_lr)
     if train.cos:
-        return {"lr": epoch_cosine_schedule(lr, lr, epochs, iters_per_epoch)}
-    return {"lr": epoch_step_schedule(lr, train.schedule, epochs, iters_per_epoch)}
+        values = epoch_cosine_schedule(lr, lr, epochs, iters_per_epoch)
+    else:
+        values = epoch_step_schedule(lr, train.schedule, epochs, iters_per_epoch)
+    warm = min(train.warmup_epochs * iters_per_epoch, len(values))
+    values[:warm] = np.linspace(0.0, lr, warm)
+    return {"lr": values}

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from mokd_fast.core.run_config import RunConfig
 from mokd_fast.core.settings import require, require_min, require_positive, setting
-from mokd_fast.methods.common.recipes import SGDRecipe
+from mokd_fast.methods.common.recipes import MilestoneRecipe
 
 META_MODES = ("on", "off")
 MEMORY_MODES = ("bank", "batch")
@@ -74,7 +74,7 @@ class LMCLConfig:
 
 
 @dataclass
-class LMCLTrainConfig(SGDRecipe, RunConfig):
+class LMCLTrainConfig(MilestoneRecipe, RunConfig):
     """How to train L-MCL: the engine's settings plus one Nesterov SGD over networks, heads and aggregator."""
 
     batch_size_per_gpu: int = setting(128, "Images per process and step (official: a global batch of 256 on 2 GPUs).")
@@ -83,7 +83,3 @@ class LMCLTrainConfig(SGDRecipe, RunConfig):
     momentum: float = setting(0.9, "SGD momentum (official 0.9, Nesterov).")
     schedule: tuple[int, ...] = setting((30, 60, 90), "Epochs at which the learning rate drops x0.1 (official).")
     cos: bool = setting(False, "Per-epoch cosine decay instead of the steps (the official CIFAR script's schedule).")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(all(m >= 0 for m in self.schedule), f"--schedule epochs must be >= 0, got {list(self.schedule)}")

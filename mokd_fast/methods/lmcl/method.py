@@ -76,7 +76,8 @@ class LMCL(Method):
     name = "lmcl"
     configs = (LMCLConfig, LMCLTrainConfig)
     needs_labels = True
-    added_settings: ClassVar[dict[str, Any]] = {"positive_draw": "others"}  # the law before 2026-12-04
+    # the positive law before 2026-12-04; SGD only and no warm-up before 2026-12-05
+    added_settings: ClassVar[dict[str, Any]] = {"positive_draw": "others", "optimizer": "sgd", "warmup_epochs": 0}
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:

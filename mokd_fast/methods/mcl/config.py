@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from mokd_fast.core.run_config import RunConfig
 from mokd_fast.core.settings import require, require_min, require_positive, setting
-from mokd_fast.methods.common.recipes import SGDRecipe
+from mokd_fast.methods.common.recipes import MilestoneRecipe
 
 KEY_BN = ("shuffle", "sync", "local")
 
@@ -63,7 +63,7 @@ class MCLConfig:
 
 
 @dataclass
-class MCLTrainConfig(SGDRecipe, RunConfig):
+class MCLTrainConfig(MilestoneRecipe, RunConfig):
     """How to train MCL-MoCo: the engine's settings plus one SGD over every peer."""
 
     batch_size_per_gpu: int = setting(
@@ -72,7 +72,3 @@ class MCLTrainConfig(SGDRecipe, RunConfig):
     lr: float = setting(0.03, "Learning rate per 256 images (official --lr 0.03 at batch 256), scaled by the global batch.")
     schedule: tuple[int, ...] = setting((120, 160), "Epochs at which the learning rate drops x0.1 (official --schedule).")
     cos: bool = setting(False, "Per-epoch cosine decay instead of the steps (official --cos, off in the README command).")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        require(all(m >= 0 for m in self.schedule), f"--schedule epochs must be >= 0, got {list(self.schedule)}")

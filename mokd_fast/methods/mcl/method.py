@@ -75,7 +75,8 @@ class MCL(Method):
 
     name = "mcl"
     configs = (MCLConfig, MCLTrainConfig)
-    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False}  # before 2026-12-05 the head had no BatchNorm
+    # before 2026-12-05: no head BN, SGD only, no warm-up
+    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False, "optimizer": "sgd", "warmup_epochs": 0}
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ class SEED(Method):
     name = "seed"
     configs = (SEEDConfig, SEEDTrainConfig)
     official_cuda_precision = "fp16"  # the official SEED code turns AMP on unconditionally
-    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False}  # before 2026-12-05 the head had no BatchNorm
+    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False, "optimizer": "sgd"}  # before 2026-12-05: no head BN, SGD only
     parts_module = "mokd_fast.methods.seed.parts"
 
     @classmethod
