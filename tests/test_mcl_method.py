@@ -10,6 +10,7 @@ import torch
 
 from mokd_fast.cli import main as train_main
 from mokd_fast.core.distributed import DistContext
+from mokd_fast.core.errors import UsageError
 from mokd_fast.engine.step import TrainStep
 from mokd_fast.methods.common.schedules import epoch_step_schedule
 from mokd_fast.methods.mcl.config import MCLConfig, MCLTrainConfig
@@ -214,3 +215,32 @@ def test_head_bn_puts_batchnorm_in_the_mlp_head_only_when_asked() -> None:
     assert with_bn(torch.randn(4, 3, SIZE, SIZE)).shape == (4, 128)
     with pytest.raises(ValueError, match="--head_bn needs --mlp"):
         MCLConfig(head_bn=True)
+
+
+def test_bn_splits_emulates_shuffle_bn_on_one_process() -> None:
+    """--bn_splits 4: queries normalised per group of 2 images in order, keys per group of the step's permutation,
+    then put back; 1 (official on one process) normalises both with the whole batch."""
+    from mokd_fast.methods.mcl.method import grouped_forward
+
+    step = _step(batch=8, bn_splits=4)
+    model = step.model
+    x = torch.randn(8, 3, SIZE, SIZE)
+    perm = step_permutation(8, model.train_cfg.seed, 5, CPU)
+    with torch.no_grad():
+        keys = model._keys(x, 5)
+        manual = [torch.cat([enc(x[perm][i:i + 2]) for i in range(0, 8, 2)]) for enc in model.keys.encoders]
+        whole = model.keys(x)
+        queries = grouped_forward(model.peers, x, 4)
+    for key, want, plain in zip(keys, manual, whole):
+        torch.testing.assert_close(key, torch.nn.functional.normalize(want, dim=1)[torch.argsort(perm)])
+        assert not torch.allclose(key, plain, atol=1e-3)  # the whole batch's statistics give other keys
+    for query, enc in zip(queries, model.peers.encoders):
+        with torch.no_grad():
+            want = torch.cat([enc(x[i:i + 2]) for i in range(0, 8, 2)])
+        torch.testing.assert_close(query, torch.nn.functional.normalize(want, dim=1))
+    out = step(MultiCropBatch(torch.randn(16, 3, SIZE, SIZE), None, n_global=2), 0, 0)
+    assert math.isfinite(out["loss_peers"].item())
+    with pytest.raises(UsageError, match="--bn_splits 3 must divide"):
+        _step(batch=8, bn_splits=3)
+    with pytest.raises(UsageError, match="under DDP"):
+        model.distribute(CPU)

@@ -43,6 +43,12 @@ class MCLConfig:
         "shuffle", "BatchNorm of the key encoders under DDP: shuffle (official: keys computed on a batch permuted across "
         "ranks, one permutation for every key encoder), sync (SyncBatchNorm in the key encoders, CUDA only) or local "
         "(per-rank statistics). One process: all three are the same.", choices=KEY_BN)
+    bn_splits: int = setting(
+        1, "One process only: emulate shuffle BN over this many ranks, as MoCo's single-GPU CIFAR demo does: the query "
+        "encoders see the batch in N equal groups (BatchNorm statistics per group, as N ranks would) and the key "
+        "encoders the batch permuted (drawn from --seed and the step) in N groups, so a query cannot find its key "
+        "by shared batch statistics. 1: off (official on one process: one batch's statistics for queries and keys). "
+        "Under DDP, --key_bn shuffle does this across the ranks.")
     aug_plus: bool = setting(
         False, "MoCo v2 views (jitter 0.4/0.4/0.4/0.1 p 0.8, grayscale 0.2, blur p 0.5) instead of the official "
         "default MoCo v1 views (grayscale 0.2 then jitter 0.4/0.4/0.4/0.4 always).")
@@ -54,7 +60,7 @@ class MCLConfig:
     def __post_init__(self) -> None:
         require(self.mlp or not self.head_bn, "--head_bn needs --mlp (the linear head has no hidden layer)")
         require(len(self.archs) >= 2, f"--archs needs two or more peers, got {list(self.archs)}")
-        require_min(self, 1, "dim", "queue_size", "global_size", "epochs")
+        require_min(self, 1, "dim", "queue_size", "global_size", "epochs", "bn_splits")
         require_positive(self, "temperature", "kd_temperature")
         require_min(self, 0, "weight_vcl", "weight_svcl", "weight_icl", "weight_sicl")
         require(0 <= self.key_momentum <= 1, f"--key_momentum must be in [0, 1], got {self.key_momentum}")

@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from mokd_fast.core.errors import UsageError
 from mokd_fast.core.regions import region
 from mokd_fast.methods.base import Losses, Method, OptimizerSpec, StepInfo
 from mokd_fast.methods.common.checkpoint import check_archs, cpu_state, without
@@ -48,6 +49,15 @@ class Encoder(nn.Module):
         return self.head(self._features(self.backbone, x))
 
 
+def grouped_forward(module: nn.Module, x: torch.Tensor, groups: int) -> list[torch.Tensor]:
+    """Per peer ``[B, dim]``: ``module`` on each of ``groups`` equal slices of ``x`` ``[B, 3, H, W]`` (so BatchNorm
+    normalises each slice by its own statistics, as ``groups`` ranks would), concatenated in order."""
+    if groups == 1:
+        return module(x)
+    outs = [module(part) for part in x.chunk(groups)]
+    return [torch.cat(parts) for parts in zip(*outs)]
+
+
 class Peers(nn.Module):
     """Every query encoder, the one module DDP wraps; ``forward`` embeds one view with each."""
 
@@ -76,7 +86,8 @@ class MCL(Method):
     name = "mcl"
     configs = (MCLConfig, MCLTrainConfig)
     # before 2026-12-05: no head BN, SGD only, no warm-up
-    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False, "optimizer": "sgd", "warmup_epochs": 0}
+    added_settings: ClassVar[dict[str, Any]] = {"head_bn": False, "optimizer": "sgd", "warmup_epochs": 0,
+                                                "bn_splits": 1}
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
@@ -85,6 +96,8 @@ class MCL(Method):
 
     def __init__(self, cfg: MCLConfig, train: MCLTrainConfig | None = None) -> None:
         train = train if train is not None else MCLTrainConfig()
+        if train.batch_size_per_gpu % cfg.bn_splits:
+            raise UsageError(f"--bn_splits {cfg.bn_splits} must divide --batch_size_per_gpu {train.batch_size_per_gpu}")
         super().__init__(cfg, train)
         self.peers = Peers([Encoder(arch, cfg.dim, cfg.mlp, cfg.head_bn) for arch in cfg.archs])
         self.keys = copy.deepcopy(self.peers)
@@ -103,7 +116,14 @@ class MCL(Method):
 
     def distribute(self, device: torch.device, sync_bn: bool = True, static_graph: bool = True,
                    bucket_view: bool = True) -> None:
-        """DDP over the query encoders; with ``--key_bn sync`` on CUDA, SyncBatchNorm in the key encoders too."""
+        """DDP over the query encoders; with ``--key_bn sync`` on CUDA, SyncBatchNorm in the key encoders too.
+
+        Raises:
+            UsageError: ``--bn_splits`` above 1 (its emulation is for one process; ranks shuffle with --key_bn).
+        """
+        if self.cfg.bn_splits > 1:
+            raise UsageError(f"--bn_splits {self.cfg.bn_splits} emulates shuffle BN on one process; under DDP leave it "
+                             "at 1 and use --key_bn shuffle")
         super().distribute(device, sync_bn, static_graph, bucket_view)
         if self.cfg.key_bn == "sync" and device.type == "cuda":
             self.keys = nn.SyncBatchNorm.convert_sync_batchnorm(self.keys)
@@ -128,6 +148,11 @@ class MCL(Method):
         """Per peer ``[B, dim]`` normalised keys of ``x`` (view 1), shuffle-BN across ranks when asked."""
         shuffle = self.cfg.key_bn == "shuffle" and dist.is_available() and dist.is_initialized() \
             and dist.get_world_size() > 1
+        groups = self.cfg.bn_splits
+        if not shuffle and groups > 1:  # one process emulating shuffle BN over `groups` ranks
+            perm = step_permutation(x.shape[0], self.train_cfg.seed, step, x.device)
+            inverse = torch.argsort(perm)
+            return [k[inverse] for k in grouped_forward(self.keys, x[perm], groups)]
         if not shuffle:
             return self.keys(x)
         perm = step_permutation(x.shape[0] * dist.get_world_size(), self.train_cfg.seed, step, x.device)
@@ -138,11 +163,11 @@ class MCL(Method):
     def losses(self, batch: MultiCropBatch, info: StepInfo) -> Losses:
         self.check_batch(batch)
         view_q, view_k = batch.global_crops.chunk(2)  # [B, 3, H, W] each
+        cfg = self.cfg
         with region("queries"):
-            q = self.run_trainable()(view_q)
+            q = grouped_forward(self.run_trainable(), view_q, cfg.bn_splits)
         with region("keys"):
             k = self._keys(view_k, info.step)
-        cfg = self.cfg
         with region("losses"):
             terms = mcl_moco_losses(q, k, [queue.queue for queue in self.queues], cfg.temperature, cfg.kd_temperature)
             total = (cfg.weight_vcl * terms["vcl"] + cfg.weight_svcl * terms["svcl"] + cfg.weight_icl * terms["icl"]
@@ -174,7 +199,8 @@ class MCL(Method):
     def describe(self) -> str:
         parts = [f"{arch} ({sum(p.numel() for p in enc.parameters()) / 1e6:.1f}M)"
                  for arch, enc in zip(self.cfg.archs, self.peers.encoders)]
-        return (f"MCL-MoCo {' + '.join(parts)}, EMA keys (m {self.cfg.key_momentum}, {self.cfg.key_bn} BN), "
+        bn = f"shuffle BN emulated over {self.cfg.bn_splits} groups" if self.cfg.bn_splits > 1 else f"{self.cfg.key_bn} BN"
+        return (f"MCL-MoCo {' + '.join(parts)}, EMA keys (m {self.cfg.key_momentum}, {bn}), "
                 f"queues {len(parts)} x {self.cfg.queue_size} x {self.cfg.dim}")
 
     def checkpoint_state(self) -> dict[str, Any]:
