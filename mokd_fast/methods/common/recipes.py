@@ -16,7 +16,8 @@ class SGDRecipe:
     lr: float = setting(0.03, "Learning rate per 256 images, scaled by the global batch (--scale_lr).")
     scale_lr: bool = setting(True, "Multiply --lr by global batch / 256; False uses it as given.")
     momentum: float = setting(0.9, "SGD momentum (official 0.9).")
-    weight_decay: float = setting(1e-4, "SGD weight decay on every parameter, biases and norms included (official 1e-4).")
+    weight_decay: float = setting(
+        1e-4, "Weight decay on every parameter, biases and norms included (official 1e-4; with --optimizer adam, coupled L2).")
     clip_grad: float = setting(0.0, "Per-parameter gradient-norm clip; 0 disables (official).")
     optimizer: str = setting(
         "sgd", "sgd (official) or adam: torch's Adam with --weight_decay as coupled L2 on every parameter and "
