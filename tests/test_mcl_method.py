@@ -103,8 +103,9 @@ def test_shuffle_bn_encodes_a_permuted_slice_and_returns_each_ranks_keys() -> No
     assert not torch.allclose(local[0], want[:B], atol=1e-4)  # per-rank statistics give other keys
 
 
-def _ddp_worker(rank: int, world: int, batches: list) -> dict:
-    step = _step(DistContext(rank, world, rank, CPU), batch=B // world, archs=("vit_tiny", "vit_tiny"))
+def _ddp_worker(rank: int, world: int, batches: list, negatives: str = "queue") -> dict:
+    step = _step(DistContext(rank, world, rank, CPU), batch=B // world, archs=("vit_tiny", "vit_tiny"),
+                 negatives=negatives)
     per = B // world
     losses = []
     for k, views in enumerate(batches):
@@ -116,12 +117,15 @@ def _ddp_worker(rank: int, world: int, batches: list) -> dict:
             "queues": [q.queue.clone() for q in step.model.queues], "losses": losses}
 
 
-def test_two_process_ddp_equals_one_process_on_the_concatenated_batch() -> None:
-    """ViT peers (no BatchNorm, so shuffle BN changes nothing): the step is a function of the global batch only."""
+@pytest.mark.parametrize("negatives", ["queue", "batch"])
+def test_two_process_ddp_equals_one_process_on_the_concatenated_batch(negatives) -> None:
+    """ViT peers (no BatchNorm, so shuffle BN changes nothing): the step is a function of the global batch only.
+
+    With in-batch negatives each rank's queries contrast against every rank's keys, at its own offset."""
     gen = torch.Generator().manual_seed(5)
     batches = [torch.randn(2 * B, 3, SIZE, SIZE, generator=gen) for _ in range(3)]
-    ranks = run_gloo(_ddp_worker, 2, batches)
-    single = _ddp_worker(0, 1, batches)
+    ranks = run_gloo(_ddp_worker, 2, batches, negatives)
+    single = _ddp_worker(0, 1, batches, negatives)
     for rank in (0, 1):
         for part in ("peers", "keys"):
             for name, value in single[part].items():

@@ -14,6 +14,7 @@ from mokd_fast.core.settings import require, require_min, require_positive, sett
 from mokd_fast.methods.common.recipes import MilestoneRecipe
 
 KEY_BN = ("shuffle", "sync", "local")
+NEGATIVES = ("queue", "batch")
 
 
 @dataclass
@@ -32,6 +33,10 @@ class MCLConfig:
         "A random ResNet's pooled features point nearly one way; without it our short runs' embeddings "
         "collapsed onto that direction (docs/learning-health.md).")
     queue_size: int = setting(65536, "Keys kept per peer as negatives (official --moco-k).")
+    negatives: str = setting(
+        "queue", "Where each query's negatives come from: queue (official: each peer's queue of earlier batches' keys) "
+        "or batch (MoCo v3's contrast: the keys of the other images of this step's global batch, no queue read or "
+        "written). On the shapes data only in-batch negatives learned (docs/learning-health.md).", choices=NEGATIVES)
     temperature: float = setting(0.07, "Temperature of the contrastive logits (official --moco-t).")
     kd_temperature: float = setting(3.0, "Temperature of the KL terms between peers' logit distributions (official 3).")
     weight_vcl: float = setting(1.0, "Weight of each peer's own InfoNCE (vcl).")
@@ -65,6 +70,7 @@ class MCLConfig:
         require_min(self, 0, "weight_vcl", "weight_svcl", "weight_icl", "weight_sicl")
         require(0 <= self.key_momentum <= 1, f"--key_momentum must be in [0, 1], got {self.key_momentum}")
         require(self.key_bn in KEY_BN, f"--key_bn {self.key_bn!r}: choose from {KEY_BN}")
+        require(self.negatives in NEGATIVES, f"--negatives {self.negatives!r}: choose from {NEGATIVES}")
         require(0 < self.crop_scale[0] <= self.crop_scale[1] <= 1, f"--crop_scale {self.crop_scale}: need 0 < min <= max <= 1")
 
 

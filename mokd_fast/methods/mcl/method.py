@@ -87,7 +87,7 @@ class MCL(Method):
     configs = (MCLConfig, MCLTrainConfig)
     # before 2026-12-05: no head BN, SGD only, no warm-up
     added_settings: ClassVar[dict[str, Any]] = {"head_bn": False, "optimizer": "sgd", "warmup_epochs": 0,
-                                                "bn_splits": 1}
+                                                "bn_splits": 1, "negatives": "queue"}
 
     @classmethod
     def benchmark_settings(cls, bench: dict[str, Any]) -> dict[str, Any]:
@@ -169,17 +169,25 @@ class MCL(Method):
         with region("keys"):
             k = self._keys(view_k, info.step)
         with region("losses"):
-            terms = mcl_moco_losses(q, k, [queue.queue for queue in self.queues], cfg.temperature, cfg.kd_temperature)
+            if cfg.negatives == "batch":  # every rank's keys [W * B, dim] per peer; this rank's start at rank * B
+                keys = gather_rows(torch.cat(k, dim=1)).split(cfg.dim, dim=1)
+                rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+                terms = mcl_moco_losses(q, list(keys), None, cfg.temperature, cfg.kd_temperature,
+                                        first_key=rank * view_q.shape[0])
+            else:
+                terms = mcl_moco_losses(q, k, [queue.queue for queue in self.queues], cfg.temperature,
+                                        cfg.kd_temperature)
             total = (cfg.weight_vcl * terms["vcl"] + cfg.weight_svcl * terms["svcl"] + cfg.weight_icl * terms["icl"]
                      + cfg.weight_sicl * terms["sicl"])
         with torch.no_grad():  # collapse monitors: the spread of each peer's queries
             terms |= {f"peer_{i}_spread": embedding_spread(qi) for i, qi in enumerate(q, start=1)}
-        self._pending = k
+        self._pending = k if cfg.negatives == "queue" else None
         return Losses(terms, {"peers": total})
 
     @torch.no_grad()
     def after_step(self, info: StepInfo) -> None:
-        """Key encoders' EMA, then every rank's keys into each peer's queue (one all-gather)."""
+        """Key encoders' EMA, then every rank's keys into each peer's queue (one all-gather; none with in-batch
+        negatives)."""
         self.ema.update(self.cfg.key_momentum)
         if self._pending is None:
             return
@@ -200,8 +208,9 @@ class MCL(Method):
         parts = [f"{arch} ({sum(p.numel() for p in enc.parameters()) / 1e6:.1f}M)"
                  for arch, enc in zip(self.cfg.archs, self.peers.encoders)]
         bn = f"shuffle BN emulated over {self.cfg.bn_splits} groups" if self.cfg.bn_splits > 1 else f"{self.cfg.key_bn} BN"
-        return (f"MCL-MoCo {' + '.join(parts)}, EMA keys (m {self.cfg.key_momentum}, {bn}), "
-                f"queues {len(parts)} x {self.cfg.queue_size} x {self.cfg.dim}")
+        negatives = (f"queues {len(parts)} x {self.cfg.queue_size} x {self.cfg.dim}" if self.cfg.negatives == "queue"
+                     else "in-batch negatives")
+        return f"MCL-MoCo {' + '.join(parts)}, EMA keys (m {self.cfg.key_momentum}, {bn}), {negatives}"
 
     def checkpoint_state(self) -> dict[str, Any]:
         """Per peer ``peer_i`` (query encoder: what the evaluation tools read), ``arch_i``, ``key_i``; the queues."""
