@@ -5,7 +5,14 @@ import math
 
 import pytest
 
-from mokd_fast.bench.learning_proof import main, recipe_path
+import torch
+from torch import nn
+
+from mokd_fast.bench.learning_proof import distinct_architectures, main, recipe_path, write_data
+from mokd_fast.bench.proof_gates import SupervisedGate, supervised_network
+from mokd_fast.eval.data import open_splits
+from mokd_fast.models.features import build_feature_backbone
+from mokd_fast.sample_data.shapes import CLASSES
 from mokd_fast.methods import METHODS
 
 TINY = ["--train_per_class", "6", "--val_per_class", "3", "--knn_k", "5", "--gate_samples", "16", "--gate_top1", "0",
@@ -28,6 +35,7 @@ def test_a_short_run_writes_the_whole_record(tmp_path, capsys) -> None:
     assert record["settings"]["arch_cnn"] == "resnet18" and record["train_flags"] == SHORT_RUN[1:]
     gates = record["gates"]
     assert gates["random_init"]["passed"] and gates["supervised"]["passed"] and gates["supervised"]["backbone"] == "cnn"
+    assert gates["supervised_vit"]["passed"] and gates["supervised_vit"]["backbone"] == "vit"  # each architecture
     assert gates["random_init"]["knn_top1"] == record["random_init_knn"]  # built as train.py builds it: same weights
     assert gates["supervised"]["samples"] >= 16 and record["difficulty"] == 0 and record["knn_bn"] == "refresh"
     assert "k-NN top-1" in capsys.readouterr().out
@@ -42,6 +50,27 @@ def test_a_failed_gate_stops_the_proof_before_pre_training(tmp_path, capsys, fla
     assert not record["learned"] and not (out / "run").exists()
     assert [g["passed"] for g in record["gates"].values()] == ([False] if which == "gate 1" else [True, False])
     assert f"GATE FAILED: {which}" in capsys.readouterr().out
+
+
+def test_gate_2_runs_once_per_architecture() -> None:
+    peer_1, peer_2, other = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(3, 3)
+    backbones = {"peer_1": (peer_1, "cnn"), "peer_2": (peer_2, "cnn"), "vit": (other, "vit")}
+    assert list(distinct_architectures(backbones)) == ["peer_1", "vit"]  # same shapes: one run for both peers
+    wider = {"peer_1": (peer_1, "cnn"), "peer_2": (nn.Linear(4, 5), "cnn")}
+    assert list(distinct_architectures(wider)) == ["peer_1", "peer_2"]
+
+
+def test_gate_2_trains_a_teachers_frozen_backbone_whole(tmp_path) -> None:
+    """MOKD's eval backbones are its EMA teachers, whose parameters have requires_grad off: gate 2 must
+    still train the backbone (on 2026-12-05 it trained only the linear classifier: 13.5% after 20,000 images)."""
+    train, val, _ = open_splits(write_data(tmp_path / "data", 0, 4, 2, 32))
+    teacher = build_feature_backbone("resnet18").module.requires_grad_(False)
+    before = [p.detach().clone() for p in teacher.parameters()]
+    trained, record = supervised_network(teacher, "cnn", train, val, len(CLASSES), 32, torch.device("cpu"), 0,
+                                         SupervisedGate(samples=16, target=100.0, batch_size=8, eval_every=16))
+    assert record["samples"] >= 16
+    assert not torch.equal(next(trained.parameters()), before[0])  # the stem convolution learnt
+    assert all(torch.equal(p, b) and not p.requires_grad for p, b in zip(teacher.parameters(), before))
 
 
 def test_a_collapsed_run_is_not_called_learned(tmp_path, capsys) -> None:

@@ -81,7 +81,9 @@ def supervised_network(backbone: nn.Module, kind: str, train: Split, val: Split,
         "seconds", ...settings}``.
     """
     start = time.perf_counter()
-    net = copy.deepcopy(backbone).to(device)
+    # A teacher's backbone (MOKD's eval backbones are its EMA teachers) has requires_grad off; the copy
+    # must train whole, or only the linear classifier would learn.
+    net = copy.deepcopy(backbone).to(device).requires_grad_(True)
     torch.manual_seed(seed)
     with torch.no_grad():
         net.eval()
