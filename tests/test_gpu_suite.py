@@ -121,6 +121,16 @@ def test_the_learning_proofs_record_becomes_a_table() -> None:
     assert "| cnn | 15.50 | 13.17 | -2.33 |" in text
 
 
+def test_a_proof_stopped_at_a_gate_names_the_gate() -> None:
+    record = json.loads((REPO / "docs" / "benchmarks" / "learning-cpu-mokd-gates-2026-12-05.json").read_text())
+    text = gpu_suite.markdown({"suite": {"date": "d", "command": "c", "elapsed_s": 1, "budget_s": 2, "quick": False,
+                                         "smoke": False},
+                               "status": {"learning_mokd": {"status": "failed", "seconds": 3}},
+                               "records": {"learning_mokd": record}})
+    assert "Stopped before pre-training:\n\n- gate 2: supervised vit reached 15.2% held-out top-1" in text
+    assert "supervised cnn" not in text  # a passed gate is not listed
+
+
 @pytest.mark.parametrize("smoke", [True, False], ids=["smoke", "real_run"])
 def test_only_a_real_run_cuts_a_part_on_the_clock(tmp_path, smoke) -> None:
     """A part outlasting the budget (a busy 2-core machine) is cut and failed on a GPU run, never under --smoke."""

@@ -344,7 +344,10 @@ def markdown(summary: dict) -> str:
                          f"{run['step_ms_median']} | {run['step_ms_p90']} |")
     if profile := records.get("profile"):
         lines += ["", "## Profile of our step", "", profile_markdown(profile["profile"])]
-    if learning := records.get("learning_mokd"):
+    if (learning := records.get("learning_mokd")) and "steps" not in learning:  # stopped at a gate
+        lines += ["", "## Learning proof (MOKD on the shapes data)", "", "Stopped before pre-training:", ""]
+        lines += [f"- {gate['what']}" for gate in learning["gates"].values() if not gate["passed"]]
+    elif learning:
         lines += ["", "## Learning proof (MOKD on the shapes data)", "",
                   f"{learning['steps']} steps in {learning['train_seconds']} s; raw-pixel k-NN {learning['pixel_knn']:.2f}; "
                   f"learned: {learning['learned']}; collapse warning: {learning['collapse_warning'] or 'none'}.", "",
