@@ -10,6 +10,7 @@ from torch import nn
 
 from mokd_fast.bench.learning_proof import distinct_architectures, main, recipe_path, write_data
 from mokd_fast.bench.proof_gates import SupervisedGate, supervised_network
+from mokd_fast.cli import parse_config
 from mokd_fast.eval.data import open_splits
 from mokd_fast.models.features import build_feature_backbone
 from mokd_fast.sample_data.shapes import CLASSES
@@ -84,9 +85,12 @@ def test_a_collapsed_run_is_not_called_learned(tmp_path, capsys) -> None:
     assert "NOT LEARNED" in capsys.readouterr().out
 
 
-def test_every_method_has_a_cpu_recipe_and_a_missing_one_is_named(tmp_path, capsys) -> None:
+def test_every_method_has_a_cpu_and_a_gpu_recipe_and_a_missing_one_is_named(tmp_path, capsys) -> None:
     for method in METHODS:
-        assert recipe_path(method, "cpu").is_file(), method
+        cpu, gpu = (parse_config(["--config", str(recipe_path(method, device))]) for device in ("cpu", "cuda"))
+        assert (cpu[1].device, gpu[1].device) == ("cpu", "cuda"), method
+        # part 9: the same proof at (about) ten times the samples, the same batch
+        assert gpu[0].epochs * gpu[1].batch_size_per_gpu >= 7 * cpu[0].epochs * cpu[1].batch_size_per_gpu, method
     assert main(["--out", str(tmp_path), "--config", str(tmp_path / "nope.yaml")]) == 2
     assert "nope.yaml: no such recipe" in capsys.readouterr().err
 
