@@ -4,17 +4,21 @@ import json
 import math
 
 import pytest
-
 import torch
 from torch import nn
 
-from mokd_fast.bench.learning_proof import distinct_architectures, main, recipe_path, write_data
+from mokd_fast.bench.learning_proof import (
+    distinct_architectures,
+    main,
+    recipe_path,
+    write_data,
+)
 from mokd_fast.bench.proof_gates import SupervisedGate, supervised_network
 from mokd_fast.cli import parse_config
 from mokd_fast.eval.data import open_splits
+from mokd_fast.methods import METHODS
 from mokd_fast.models.features import build_feature_backbone
 from mokd_fast.sample_data.shapes import CLASSES
-from mokd_fast.methods import METHODS
 
 TINY = ["--train_per_class", "6", "--val_per_class", "3", "--knn_k", "5", "--gate_samples", "16", "--gate_top1", "0",
         "--gate_knn_max", "100"]
