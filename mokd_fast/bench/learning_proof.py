@@ -28,11 +28,11 @@ from mokd_fast.core.errors import UsageError
 from mokd_fast.methods import METHODS
 from mokd_fast.sample_data.shapes import CLASSES, DIFFICULTIES, write_split
 
-# What a failed gate says about the proof, keyed by the start of its one-line ``what``.
+# What a failed gate says about the proof: gate 1 (``random_init``) and gate 2 (``supervised``, ``supervised_<name>``).
 GATE_MEANING = {
-    "gate 1": "random features already tell these images apart, so a gain over them would prove little: "
+    "random_init": "random features already tell these images apart, so a gain over them would prove little: "
               "the data or the pipeline is broken, not the method",
-    "gate 2": "labels cannot teach this architecture these data within the budget, so pre-training cannot be "
+    "supervised": "labels cannot teach this architecture these data within the budget, so pre-training cannot be "
               "expected to: the data, the pipeline or the choice of backbone is the problem, not the method",
 }
 RECIPES = Path(__file__).resolve().parents[2] / "configs"  # mokd_fast/bench/ -> the repository
@@ -185,14 +185,14 @@ def _run(args: argparse.Namespace, train_flags: list[str]) -> int:
               "knn_k": args.knn_k, "knn_bn": run_cfg.knn_bn, "pixel_knn": pixels,
               **({"teacher": teacher} if teacher else {})}
     gates = run_gates(args, method_cfg, run_cfg, data)
-    failed = [g for g in gates.values() if not g["passed"]]
+    failed = {name: g for name, g in gates.items() if not g["passed"]}
     if failed:
         record = {**common, "gates": gates, "learned": False, "date": time.strftime("%Y-%m-%d"),
                   "seconds": round(time.perf_counter() - start, 1)}
         _write_record(record, out, args)
-        for gate in failed:
-            print(f"GATE FAILED: {gate['what']}: {GATE_MEANING[gate['what'][:6]]}; no pre-training was run; "
-                  f"wrote {out / 'learning.json'}")
+        for name, gate in failed.items():
+            meaning = GATE_MEANING["random_init" if name == "random_init" else "supervised"]
+            print(f"GATE FAILED: {gate['what']}: {meaning}; no pre-training was run; wrote {out / 'learning.json'}")
         return 1
     if (run / "checkpoint.pth").exists():
         flags += ["--resume", str(run / "checkpoint.pth")]
