@@ -111,22 +111,23 @@ def test_junit_summary_counts_and_names_failures(tmp_path) -> None:
     assert gpu_suite.junit_summary(tmp_path / "absent.xml") is None
 
 
-def test_the_learning_proofs_record_becomes_a_table() -> None:
-    record = json.loads((REPO / "docs" / "benchmarks" / "learning-cpu-mokd-2026-11-30.json").read_text())
-    text = gpu_suite.markdown({"suite": {"date": "d", "command": "c", "elapsed_s": 1, "budget_s": 2, "quick": False,
+def _learning_markdown(record_name: str, status: str) -> str:
+    """The suite summary's markdown with one recorded learning proof (docs/benchmarks/<record_name>) as its part."""
+    record = json.loads((REPO / "docs" / "benchmarks" / record_name).read_text())
+    return gpu_suite.markdown({"suite": {"date": "d", "command": "c", "elapsed_s": 1, "budget_s": 2, "quick": False,
                                          "smoke": False},
-                               "status": {"learning_mokd": {"status": "ok", "seconds": 3}},
+                               "status": {"learning_mokd": {"status": status, "seconds": 3}},
                                "records": {"learning_mokd": record}})
+
+
+def test_the_learning_proofs_record_becomes_a_table() -> None:
+    text = _learning_markdown("learning-cpu-mokd-2026-11-30.json", "ok")
     assert "## Learning proof (MOKD on the shapes data)" in text and "learned: False" in text
     assert "| cnn | 15.50 | 13.17 | -2.33 |" in text
 
 
 def test_a_proof_stopped_at_a_gate_names_the_gate() -> None:
-    record = json.loads((REPO / "docs" / "benchmarks" / "learning-cpu-mokd-gates-2026-12-05.json").read_text())
-    text = gpu_suite.markdown({"suite": {"date": "d", "command": "c", "elapsed_s": 1, "budget_s": 2, "quick": False,
-                                         "smoke": False},
-                               "status": {"learning_mokd": {"status": "failed", "seconds": 3}},
-                               "records": {"learning_mokd": record}})
+    text = _learning_markdown("learning-cpu-mokd-gates-2026-12-05.json", "failed")
     assert "Stopped before pre-training:\n\n- gate 2: supervised vit reached 15.2% held-out top-1" in text
     assert "supervised cnn" not in text  # a passed gate is not listed
 

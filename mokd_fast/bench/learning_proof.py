@@ -31,9 +31,9 @@ from mokd_fast.sample_data.shapes import CLASSES, DIFFICULTIES, write_split
 # What a failed gate says about the proof: gate 1 (``random_init``) and gate 2 (``supervised``, ``supervised_<name>``).
 GATE_MEANING = {
     "random_init": "random features already tell these images apart, so a gain over them would prove little: "
-              "the data or the pipeline is broken, not the method",
+                   "the data or the pipeline is broken, not the method",
     "supervised": "labels cannot teach this architecture these data within the budget, so pre-training cannot be "
-              "expected to: the data, the pipeline or the choice of backbone is the problem, not the method",
+                  "expected to: the data, the pipeline or the choice of backbone is the problem, not the method",
 }
 RECIPES = Path(__file__).resolve().parents[2] / "configs"  # mokd_fast/bench/ -> the repository
 MONITOR_SUFFIXES = ("_mean_entropy", "_sample_entropy", "_distinct", "_spread")
